@@ -1,0 +1,1 @@
+"""Run weight-sparse GPTs: the model, checkpoint loading, hooks and interventions, circuits."""
