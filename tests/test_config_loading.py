@@ -1,0 +1,107 @@
+"""Config parsing and checkpoint loading: strictness, legacy keys, corrupt files, bad inputs."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from inference.config import GPTConfig, config_from_dict
+from inference.gpt import GPT, load_model
+from inference.loading import CheckpointError
+
+BASE = {"block_size": 8, "vocab_size": 16, "n_layer": 1, "n_head": 2, "d_model": 8, "bias": False}
+
+
+def write_model(folder, config_dict, state=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "beeg_config.json").write_text(json.dumps(config_dict))
+    if state is None:
+        state = GPT(config_from_dict(config_dict)).state_dict()
+    torch.save(state, folder / "final_model.pt")
+    return folder
+
+
+def test_training_only_keys_dropped_with_one_log_line(caplog):
+    with caplog.at_level(logging.INFO, logger="inference.config"):
+        config = config_from_dict({**BASE, "pfrac": 0.1, "rtopk": False, "n_embd": 8})
+    assert config.d_model == 8
+    lines = [r.message for r in caplog.records if "training-only" in r.message]
+    assert len(lines) == 1
+    assert "n_embd, pfrac, rtopk" in lines[0]
+
+
+def test_unknown_keys_named_at_once():
+    with pytest.raises(ValueError, match=r"unknown config keys \['colour', 'wings'\]"):
+        config_from_dict({**BASE, "wings": 2, "colour": "red"})
+
+
+def test_n_mlp_becomes_d_mlp():
+    assert config_from_dict({**BASE, "n_mlp": 24}).d_mlp == 24
+
+
+def test_afrac_giving_k_below_one_rejected():
+    with pytest.raises(ValueError, match=r"afrac=0.1 keeps int\(0.1 \* 8\) = 0"):
+        GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=2, d_model=8, afrac=0.1)
+
+
+def test_unknown_afrac_location_rejected():
+    with pytest.raises(ValueError, match="attn_z"):
+        GPTConfig(d_model=8, n_head=2, afrac=0.5, afrac_loctypes="attn_in,attn_z")
+
+
+def test_missing_sink_means_false():
+    assert config_from_dict(BASE).sink is False
+
+
+def test_round_trip_load(tmp_path):
+    folder = write_model(tmp_path / "m", BASE)
+    model = load_model(folder)
+    assert not model.training
+    assert model.config.d_model == 8
+
+
+def test_missing_and_unexpected_keys_reported_together(tmp_path):
+    state = GPT(config_from_dict(BASE)).state_dict()
+    del state["transformer.ln_f.weight"]
+    state["transformer.extra"] = torch.zeros(1)
+    folder = write_model(tmp_path / "m", BASE, state)
+    with pytest.raises(CheckpointError) as info:
+        load_model(folder)
+    assert "missing keys ['transformer.ln_f.weight']" in str(info.value)
+    assert "unexpected keys ['transformer.extra']" in str(info.value)
+
+
+def test_missing_final_logits_bias_defaults_to_zero(tmp_path):
+    state = GPT(config_from_dict(BASE)).state_dict()
+    del state["final_logits_bias"]
+    model = load_model(write_model(tmp_path / "m", BASE, state))
+    assert torch.equal(model.final_logits_bias, torch.zeros(16))
+
+
+def test_compiled_prefix_stripped(tmp_path):
+    state = {"_orig_mod." + k: v for k, v in GPT(config_from_dict(BASE)).state_dict().items()}
+    assert load_model(write_model(tmp_path / "m", BASE, state)).config.n_layer == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"not a zip at all"])
+def test_corrupt_checkpoint_names_file_and_size(tmp_path, content):
+    folder = write_model(tmp_path / "m", BASE)
+    (folder / "final_model.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"final_model.pt \({len(content)} bytes\)"):
+        load_model(folder)
+
+
+def test_sequence_longer_than_block_size_rejected():
+    model = GPT(config_from_dict(BASE))
+    with pytest.raises(ValueError, match="sequence length 9 exceeds block_size 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad", [16, -1])
+def test_token_id_outside_vocab_rejected(bad):
+    model = GPT(config_from_dict(BASE))
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    idx[0, 2] = bad
+    with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
+        model(idx)
