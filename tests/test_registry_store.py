@@ -1,0 +1,262 @@
+"""Tests for registry.store, registry.cache and registry.listing against a real HTTP server."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from http_store import http_store  # noqa: F401
+
+from registry.cache import CorruptFileError, cache_dir, cache_path_for_url
+from registry.store import (
+    EMBEDDED_STORE_DIR,
+    Store,
+    StoreConfigError,
+    check_relpath,
+    resolve_store_root,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_pt(path: Path, value) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(value, path)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def store_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "store"
+    write_pt(folder / "models" / "m1" / "final_model.pt", {"w": torch.arange(4)})
+    (folder / "models" / "m1" / "beeg_config.json").write_text('{"n_layer": 1}')
+    (folder / "models" / "m2 b").mkdir(parents=True)
+    (folder / "models" / "m2 b" / "beeg_config.json").write_text("{}")
+    (folder / "models" / "empty.pt").write_bytes(b"")
+    full = write_pt(folder / "models" / "whole.pt", {"x": torch.zeros(1000)})
+    (folder / "models" / "truncated.pt").write_bytes(full[: len(full) // 2])
+    return folder
+
+
+def test_resolve_unset_is_embedded(monkeypatch):
+    monkeypatch.delenv("CIRCUIT_SPARSITY_STORE", raising=False)
+    assert resolve_store_root() == str(EMBEDDED_STORE_DIR)
+    assert EMBEDDED_STORE_DIR == REPO_ROOT / "store"
+
+
+def test_resolve_env_folder_and_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("CIRCUIT_SPARSITY_STORE", str(tmp_path))
+    assert resolve_store_root() == str(tmp_path.resolve())
+
+    url = "https://openaipublic.blob.core.windows.net/circuit-sparsity/"
+    monkeypatch.setenv("CIRCUIT_SPARSITY_STORE", url)
+    assert resolve_store_root() == url.rstrip("/")
+
+
+def test_resolve_rejects_missing_folder_and_scheme(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(StoreConfigError, match="nope.*not an existing folder"):
+        resolve_store_root(missing)
+    with pytest.raises(StoreConfigError, match="unsupported scheme 'ftp'"):
+        resolve_store_root("ftp://example.invalid/store")
+
+
+def test_import_reads_env_var(tmp_path):
+    code = "import registry; print(registry.MODEL_BASE_DIR)"
+    env = {**os.environ, "CIRCUIT_SPARSITY_STORE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path.resolve())
+
+    env["CIRCUIT_SPARSITY_STORE"] = str(tmp_path / "missing")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "StoreConfigError" in result.stderr
+    assert "missing" in result.stderr
+
+
+def test_cache_dir_env_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("CIRCUIT_SPARSITY_CACHE", str(tmp_path / "explicit"))
+    assert cache_dir() == tmp_path / "explicit"
+
+    monkeypatch.delenv("CIRCUIT_SPARSITY_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "circuit-sparsity"
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == Path.home().resolve() / ".cache" / "circuit-sparsity"
+
+
+def test_cache_path_keyed_by_host_and_path(tmp_path):
+    path = cache_path_for_url("http://127.0.0.1:8123/a/b%20c.pt", tmp_path)
+    assert path == tmp_path / "127.0.0.1_8123" / "a" / "b c.pt"
+    with pytest.raises(ValueError, match="plain name"):
+        cache_path_for_url("http://host/a/../b.pt", tmp_path)
+    with pytest.raises(ValueError, match="plain name"):
+        cache_path_for_url("http://host/a/%2e%2e/b.pt", tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["../x", "/abs", "a\\b", "a//b", "a/./b", "a/"])
+def test_check_relpath_rejects(bad):
+    with pytest.raises(ValueError, match="Invalid store path"):
+        check_relpath(bad)
+
+
+def test_download_then_cache_hit(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    cache_root = tmp_path / "cache"
+    store = Store(served.url, cache_root=cache_root, progress=False)
+
+    path = store.local_path("models/m1/final_model.pt")
+    assert path.read_bytes() == (store_folder / "models/m1/final_model.pt").read_bytes()
+    assert path.is_relative_to(cache_root)
+    assert served.count("GET", "final_model.pt") == 1
+
+    assert store.local_path("models/m1/final_model.pt") == path
+    fresh_store = Store(served.url, cache_root=cache_root, progress=False)
+    assert fresh_store.local_path("models/m1/final_model.pt") == path
+    assert served.count("GET", "final_model.pt") == 1
+
+
+def test_url_quotes_spaces(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
+    assert (
+        store.url("models/m2 b/beeg_config.json") == f"{served.url}/models/m2%20b/beeg_config.json"
+    )
+    assert store.local_path("models/m2 b/beeg_config.json").read_text() == "{}"
+
+
+def test_concurrent_downloads_fetch_once(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
+    paths, errors = [], []
+
+    def read():
+        try:
+            paths.append(store.local_path("models/whole.pt"))
+        except Exception as err:  # collected so the assert below shows it
+            errors.append(err)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert len(set(paths)) == 1
+    assert served.count("GET", "whole.pt") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty.pt", r"empty\.pt is empty \(0 bytes\)"),
+        ("truncated.pt", r"bytes\) is not a complete zip"),
+    ],
+)
+def test_broken_download_not_cached(http_store, store_folder, tmp_path, name, message):  # noqa: F811
+    served = http_store(store_folder)
+    cache_root = tmp_path / "cache"
+    store = Store(served.url, cache_root=cache_root, progress=False)
+
+    with pytest.raises(CorruptFileError, match=message) as excinfo:
+        store.local_path(f"models/{name}")
+    assert served.url in str(excinfo.value)
+
+    cached_files = [p.name for p in cache_root.rglob("*") if p.is_file()]
+    assert [n for n in cached_files if not n.endswith(".lock")] == []
+
+    # A second read asks the server again, because nothing was kept.
+    with pytest.raises(CorruptFileError):
+        store.local_path(f"models/{name}")
+    assert served.count("GET", name) == 2
+
+
+def test_truncated_message_names_size(store_folder):
+    size = (store_folder / "models" / "truncated.pt").stat().st_size
+    with pytest.raises(CorruptFileError, match=f"truncated.pt \\({size} bytes\\)"):
+        Store(store_folder).local_path("models/truncated.pt")
+
+
+def test_local_broken_pt_rejected(store_folder):
+    store = Store(store_folder)
+    with pytest.raises(CorruptFileError, match="0 bytes"):
+        store.local_path("models/empty.pt")
+    with pytest.raises(CorruptFileError, match="not a complete zip"):
+        store.local_path("models/truncated.pt")
+    assert store.local_path("models/whole.pt") == store_folder / "models" / "whole.pt"
+
+
+def test_missing_file_raises_not_found(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
+    with pytest.raises(FileNotFoundError, match=f"{served.url}/models/nope.pt not found"):
+        store.local_path("models/nope.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt not found"):
+        Store(store_folder).local_path("models/nope.pt")
+
+
+def test_exists_remote_and_local(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    for store in (Store(served.url, cache_root=tmp_path / "cache"), Store(store_folder)):
+        assert store.exists("models/m1/beeg_config.json")
+        assert not store.exists("models/m1/nope.json")
+
+
+def test_list_dir_html(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache")
+    local = Store(store_folder)
+
+    expected = ["empty.pt", "m1", "m2 b", "truncated.pt", "whole.pt"]
+    assert store.list_dir("models") == expected
+    assert local.list_dir("models") == expected
+    assert store.list_dir("") == ["models"]
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        store.list_dir("nope")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        local.list_dir("nope")
+
+
+def test_list_dir_cached_for_ttl(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    cached = Store(served.url, cache_root=tmp_path / "cache")
+    cached.list_dir("models")
+    cached.list_dir("models")
+    assert served.count("GET", "/models/") == 1
+
+    uncached = Store(served.url, cache_root=tmp_path / "cache", listing_ttl=0.0)
+    uncached.list_dir("models")
+    uncached.list_dir("models")
+    assert served.count("GET", "/models/") == 3
+
+
+def test_list_dir_azure_pages(http_store, tmp_path, store_folder):  # noqa: F811
+    container = tmp_path / "served" / "container"
+    container.parent.mkdir()
+    store_folder.rename(container)
+    served = http_store(tmp_path / "served", azure_page_size=2)
+    store = Store(f"{served.url}/container", cache_root=tmp_path / "cache", listing_kind="azure")
+
+    assert store.list_dir("models") == ["empty.pt", "m1", "m2 b", "truncated.pt", "whole.pt"]
+    assert served.count("GET", "comp=list") == 3  # 5 entries, 2 per page
+    assert store.list_dir("") == ["models"]
+    with pytest.raises(FileNotFoundError, match="'nope' not found"):
+        store.list_dir("nope")
+    assert store.local_path("models/m1/beeg_config.json").read_text() == '{"n_layer": 1}'
+
+
+def test_azure_kind_picked_for_blob_host(tmp_path):
+    azure = Store("https://openaipublic.blob.core.windows.net/circuit-sparsity")
+    assert azure.listing_kind == "azure"
+    assert Store("http://127.0.0.1:1/store").listing_kind == "html"
