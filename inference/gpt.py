@@ -326,7 +326,10 @@ class GPT(nn.Module):
 
 
 def load_model(path_or_url: str, cuda: bool = False, **kwargs) -> GPT:
-    """Load a model folder (`beeg_config.json` + `final_model.pt`) from a path, URL or store name."""
+    """Load a model folder (`beeg_config.json` + `final_model.pt`) from a path, URL or store name.
+
+    See `inference.loading.load_model` for the keyword arguments (`mmap`, `sparse`).
+    """
     from inference.loading import load_model as _load_model
 
     return _load_model(path_or_url, cuda=cuda, **kwargs)

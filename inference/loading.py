@@ -19,6 +19,7 @@ import torch
 
 from inference.config import GPTConfig, config_from_dict
 from inference.gpt import GPT
+from inference.sparse import DEFAULT_MAX_DENSITY, enable_sparse_forward
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +138,20 @@ def pick_device(cuda: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def load_model(path_or_url: str | os.PathLike, cuda: bool = False, mmap: bool = True) -> GPT:
-    """Load a GPT in eval mode from a model folder, a store URL of one, or a store model name."""
+def load_model(
+    path_or_url: str | os.PathLike,
+    cuda: bool = False,
+    mmap: bool = True,
+    sparse: bool | str = "auto",
+) -> GPT:
+    """Load a GPT in eval mode from a model folder, a store URL of one, or a store model name.
+
+    `sparse="auto"` gives Linear layers of weight density <= 1/8 the CSR forward path of
+    `inference.sparse` (used outside autograd only); True forces it on every Linear, False keeps
+    the dense path.
+    """
+    if sparse not in (True, False, "auto"):
+        raise ValueError(f"sparse={sparse!r} is invalid; use True, False or 'auto'")
     config_path, weights_path = resolve_model_files(path_or_url)
     config = read_config(config_path)
     state = read_state_dict(weights_path, mmap=mmap)
@@ -147,4 +160,7 @@ def load_model(path_or_url: str | os.PathLike, cuda: bool = False, mmap: bool = 
     load_state_dict_strict(model, state, source=str(weights_path))
     model.eval()
     model.requires_grad_(False)
-    return model.to(pick_device(cuda))
+    model = model.to(pick_device(cuda))
+    if sparse:
+        enable_sparse_forward(model, max_density=1.0 if sparse is True else DEFAULT_MAX_DENSITY)
+    return model
