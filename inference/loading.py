@@ -164,3 +164,15 @@ def load_model(
     if sparse:
         enable_sparse_forward(model, max_density=1.0 if sparse is True else DEFAULT_MAX_DENSITY)
     return model
+
+
+def load_tensor(path_or_url: str | os.PathLike, key: str) -> torch.Tensor:
+    """Read one tensor (e.g. `transformer.wte.weight`) of a model's checkpoint without loading the rest.
+
+    The checkpoint is memory-mapped, so only the pages of this tensor are read from disk.
+    """
+    _, weights_path = resolve_model_files(path_or_url)
+    state = read_state_dict(weights_path, mmap=True)
+    if key not in state:
+        raise KeyError(f"{weights_path} has no tensor {key!r}; it has {sorted(state)[:8]} ...")
+    return state[key].clone()
