@@ -1,0 +1,46 @@
+"""Create the Dash app: pages from `webapp/pages`, assets from the repository's `assets/` folder.
+
+One app per process. Page modules register their callbacks when Dash imports them here, so tests
+create the app first and import page modules afterwards (as `webapp.pages.<name>`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Dash, html
+
+from webapp.cache import init_cache
+from webapp.components.navbar import navbar
+from webapp.data import configure_store
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ASSETS_DIR = REPO_ROOT / "assets"
+
+
+def create_app(store_root: str | None = None, cache_config: dict[str, Any] | None = None) -> Dash:
+    """Build the app reading `store_root` (default: `CIRCUIT_SPARSITY_STORE` or the embedded store).
+
+    `cache_config` is a Flask-Caching config (default: from the `CIRCUIT_VIEWER_CACHE_*` variables).
+    """
+    configure_store(store_root)
+    app = Dash(
+        "webapp",
+        use_pages=True,
+        pages_folder="pages",
+        assets_folder=str(ASSETS_DIR),
+        external_stylesheets=[dbc.themes.BOOTSTRAP],
+        title="Circuit sparsity viewer",
+        # Page layouts build their components from the catalogue; callbacks are unit-tested.
+        suppress_callback_exceptions=True,
+    )
+    init_cache(app.server, cache_config)
+    app.layout = html.Div([navbar(), dbc.Container(dash.page_container, fluid=True)])
+    logger.info("created the app with pages: %s", ", ".join(dash.page_registry))
+    return app

@@ -1,0 +1,240 @@
+"""Circuit data for the circuit page: the graph payload, a node's task heatmap and its examples.
+
+All functions take catalogue ids, check them with `registry.catalogue.check_viz_key` before the
+viz_data.pt path is used, and return JSON-native values memoized in the shared cache (keyed by the
+ids and the file identity). The viz data is read through `registry.viz.load_viz_data`, which
+validates the file and has already halved upstream's doubled task losses, so every loss here is
+per sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from registry import catalogue
+from webapp.cache import FileIdentity, cache
+from webapp.data import DataFileError, _loaded_viz, file_identity, get_store
+from webapp.heatmap import heatmap_row, window
+from webapp.nodes import NodeKey, is_location, parse_node_key
+
+logger = logging.getLogger(__name__)
+
+MAX_TASK_ROWS = 24  # task samples shown per class in a node's heatmap
+EXAMPLES_SHOWN = 5  # top and bottom pretraining examples shown per node
+EXAMPLE_RADIUS = 24  # tokens shown on each side of an example's marked position
+
+
+def viz_relpath(model: str, task: str, sweep: str, k: str) -> tuple[str, FileIdentity]:
+    """Check the ids against the catalogue; return the viz_data.pt path and its identity."""
+    relpath = catalogue.check_viz_key(model, task, sweep, k, get_store())
+    _, identity = file_identity(relpath)
+    return relpath, identity
+
+
+def _viz(relpath: str, identity: FileIdentity) -> Any:
+    try:
+        return _loaded_viz(relpath, identity)
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
+        raise DataFileError(f"Malformed store file {relpath}: {err}") from err
+
+
+def _as_list(values: Any) -> list:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def load_circuit(model: str, task: str, sweep: str, k: str) -> dict[str, Any]:
+    """The circuit as the JSON-native dict that `webapp.graph` draws (see that module)."""
+    relpath, identity = viz_relpath(model, task, sweep, k)
+    return _circuit_payload(relpath, identity)
+
+
+@cache.memoize()
+def _circuit_payload(relpath: str, identity: FileIdentity) -> dict[str, Any]:
+    viz = _viz(relpath, identity)
+    importances = viz.importances
+    if importances is None:
+        raise DataFileError(
+            f"Store file {relpath} has no importances (losses, edges, task samples) to draw."
+        )
+    config = importances["beeg_model_config"]
+    n_head = int(config["n_head"])
+    d_head = int(config.get("d_head") or int(config["d_model"]) // n_head)
+    interv_loss = float(importances["interv_loss"])
+    nodes = _nodes(viz.circuit_data, importances["ch_interv_losses"], interv_loss)
+    return {
+        "n_layer": int(config["n_layer"]),
+        "n_head": n_head,
+        "d_head": d_head,
+        "tokenizer_name": config.get("tokenizer_name"),
+        "loss": float(importances["loss"]),
+        "interv_loss": interv_loss,
+        "search_losses": [[float(step), float(loss)] for step, loss in viz.all_loss],
+        "num_total_nodes": int(viz.num_total_nodes),
+        "nodes": nodes,
+        "edges": _edges(importances["pair_data"], {node["id"] for node in nodes}),
+    }
+
+
+def _nodes(circuit_data: dict, ch_interv_losses: dict, interv_loss: float) -> list[dict]:
+    """One dict per kept node; importance is the loss rise when it is ablated too (None if absent)."""
+    nodes = []
+    for location, kept in circuit_data.items():
+        if not is_location(location):
+            continue
+        losses = ch_interv_losses.get(location)
+        losses = _as_list(losses) if losses is not None else []
+        for position, index in enumerate(_as_list(kept)):
+            importance = None
+            if position < len(losses):
+                importance = float(losses[position]) - interv_loss
+            nodes.append(
+                {
+                    "id": f"{location}:{int(index)}",
+                    "location": location,
+                    "index": int(index),
+                    "importance": importance,
+                }
+            )
+    return nodes
+
+
+def _edges(pair_data: list, node_ids: set[str]) -> list[dict[str, Any]]:
+    """Nonzero weights between kept nodes; bias rows and columns are not nodes and are skipped."""
+    edges = []
+    for weights, source_ids, target_ids, (source_location, target_location) in pair_data:
+        source_ids = _as_list(source_ids)
+        target_ids = _as_list(target_ids)
+        rows = _as_list(weights)
+        for i, row in enumerate(rows):
+            if i >= len(source_ids) or source_ids[i] == "bias":
+                continue
+            source = f"{source_location}:{int(source_ids[i])}"
+            for j, weight in enumerate(row):
+                if weight == 0 or j >= len(target_ids) or target_ids[j] == "bias":
+                    continue
+                target = f"{target_location}:{int(target_ids[j])}"
+                if source in node_ids and target in node_ids:
+                    edges.append({"source": source, "target": target, "weight": float(weight)})
+    return edges
+
+
+def check_node(circuit: dict[str, Any], node: str) -> NodeKey:
+    """Parse `node` and check that the circuit keeps it; raise ValueError naming it otherwise."""
+    key = parse_node_key(node)
+    if not any(n["id"] == str(key) for n in circuit["nodes"]):
+        raise ValueError(f"node {node!r} is not in this circuit; pick one from the graph")
+    return key
+
+
+def _encoding(viz: Any) -> Any:
+    from registry.tokenizer import get_encoding
+
+    name = viz["importances"]["beeg_model_config"].get("tokenizer_name") or "tinypython_2k"
+    return get_encoding(name, get_store())
+
+
+def _labels(encoding: Any, token_ids: list[int]) -> list[str]:
+    from registry.tokenizer import token_label
+
+    return [token_label(encoding, int(token_id)) for token_id in token_ids]
+
+
+def _node_values(table: dict, index: int) -> Any:
+    """The entry of a node-keyed dict; keys may be ints or 0-d tensors in stored files."""
+    if index in table:
+        return table[index]
+    for key, values in table.items():
+        if int(key) == index:
+            return values
+    return None
+
+
+def node_task_heatmap(model: str, task: str, sweep: str, k: str, node: str) -> list[dict]:
+    """Heatmap rows of a node's activations on the task samples (first class, then second)."""
+    relpath, identity = viz_relpath(model, task, sweep, k)
+    return _node_task_heatmap(relpath, identity, str(parse_node_key(node)))
+
+
+@cache.memoize()
+def _node_task_heatmap(relpath: str, identity: FileIdentity, node: str) -> list[dict]:
+    viz = _viz(relpath, identity)
+    key = parse_node_key(node)
+    if viz.importances is None:
+        raise DataFileError(f"Store file {relpath} has no importances, so no task samples.")
+    tokens, activations = viz.importances["task_samples"]
+    values = _node_values(activations.get(key.location, {}), key.index)
+    if values is None:
+        raise ValueError(f"{relpath} stores no task activations for node {node}")
+
+    encoding = _encoding(viz)
+    lengths = task_sample_lengths(viz)
+    padded_note = ""
+    if lengths is None:
+        logger.info("%s stores no task sample lengths; showing padded rows", relpath)
+        lengths = [tokens.shape[1]] * tokens.shape[0]
+        padded_note = " (padded: the file stores no sample lengths)"
+    half = len(lengths) // 2
+    rows = []
+    for sample, length in enumerate(lengths):
+        within_class = sample if sample < half else sample - half
+        if within_class >= MAX_TASK_ROWS:
+            continue
+        label = "first" if sample < half else "second"
+        rows.append(
+            heatmap_row(
+                _labels(encoding, _as_list(tokens[sample][:length])),
+                _as_list(values[sample][:length]),
+                f"{label} class, sample {within_class}{padded_note}",
+            )
+        )
+    return rows
+
+
+def node_examples(
+    model: str, task: str, sweep: str, k: str, node: str, fraction: str
+) -> dict[str, list[dict]]:
+    """Top and bottom pretraining examples of a node at one quantile `fraction` (e.g. '0.01')."""
+    relpath, identity = viz_relpath(model, task, sweep, k)
+    return _node_examples(relpath, identity, str(parse_node_key(node)), fraction)
+
+
+@cache.memoize()
+def _node_examples(
+    relpath: str, identity: FileIdentity, node: str, fraction: str
+) -> dict[str, list[dict]]:
+    viz = _viz(relpath, identity)
+    key = parse_node_key(node)
+    per_node = _node_values(viz.get("samples", {}).get(key.location, {}), key.index)
+    if per_node is None:
+        return {"top": [], "bottom": []}
+    by_fraction = next((v for f, v in per_node.items() if f"{float(f):g}" == fraction), None)
+    if by_fraction is None:
+        return {"top": [], "bottom": []}
+
+    encoding = _encoding(viz)
+    result = {}
+    for name, examples in (("bottom", by_fraction[0]), ("top", by_fraction[1])):
+        rows = []
+        for number, (tokens, values, position) in enumerate(examples[:EXAMPLES_SHOWN]):
+            start, stop = window(len(tokens), int(position), EXAMPLE_RADIUS)
+            rows.append(
+                heatmap_row(
+                    _labels(encoding, _as_list(tokens[start:stop])),
+                    _as_list(values[start:stop]),
+                    f"{name} example {number}, position {int(position)}",
+                    highlight=int(position) - start,
+                )
+            )
+        result[name] = rows
+    return result
+
+
+def task_sample_lengths(viz: Any) -> list[int] | None:
+    """Real length of each task sample, or None when the file stores no lengths.
+
+    Samples are right-padded with token 0, and 0 is also a real token id, so lengths are never
+    guessed from trailing zeros.
+    """
+    lengths = viz.task_sample_lengths
+    return None if lengths is None else [int(length) for length in lengths.tolist()]

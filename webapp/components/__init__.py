@@ -1,0 +1,1 @@
+"""Reusable Dash component builders: navbar, token heatmap, node card, messages."""

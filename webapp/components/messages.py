@@ -1,0 +1,19 @@
+"""Message boxes for errors and notices shown on a page, one alert per message."""
+
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+from dash import html
+
+
+def message_list(messages: list[str], color: str = "warning") -> list:
+    """One dismissable alert per message (an empty list for no messages)."""
+    return [
+        dbc.Alert(message, color=color, dismissable=True, className="py-2 mb-2")
+        for message in messages
+    ]
+
+
+def notice(message: str) -> html.Div:
+    """A muted paragraph for an empty state, such as 'select a node'."""
+    return html.Div(message, className="text-muted fst-italic my-2")

@@ -1,0 +1,129 @@
+"""Pure plotly figure builders: training curves, circuit losses, per-token activations.
+
+Each function takes plain Python data (lists, dicts, numbers) and returns a `go.Figure`, so tests can
+call them without a browser or a store.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+DEFAULT_METRICS = ("test_xent", "L0", "L0_non_embed")
+_TEMPLATE = "plotly_white"
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure that shows `message` in its centre."""
+    figure = go.Figure()
+    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_layout(template=_TEMPLATE, xaxis_visible=False, yaxis_visible=False, height=240)
+    return figure
+
+
+def numeric_metrics(records: Sequence[dict]) -> list[str]:
+    """Every key other than `step` whose values are numbers in at least one record, sorted."""
+    names = set()
+    for record in records:
+        for name, value in record.items():
+            if name != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                names.add(name)
+    return sorted(names)
+
+
+def default_metrics(records: Sequence[dict]) -> list[str]:
+    """The usual curves (test loss, L0) that the records contain, else their first numeric metric."""
+    available = numeric_metrics(records)
+    chosen = [name for name in DEFAULT_METRICS if name in available]
+    return chosen or available[:1]
+
+
+def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> go.Figure:
+    """One subplot per metric against the training step (record order when `step` is missing)."""
+    if not records:
+        return empty_figure("The progress file has no records.")
+    if not metrics:
+        return empty_figure("No metric selected.")
+
+    figure = make_subplots(
+        rows=len(metrics), cols=1, shared_xaxes=True, subplot_titles=list(metrics)
+    )
+    for row, metric in enumerate(metrics, start=1):
+        points = [
+            (record.get("step", i), record[metric])
+            for i, record in enumerate(records)
+            if isinstance(record.get(metric), int | float) and math.isfinite(record[metric])
+        ]
+        figure.add_trace(
+            go.Scatter(
+                x=[step for step, _ in points],
+                y=[value for _, value in points],
+                mode="lines",
+                name=metric,
+            ),
+            row=row,
+            col=1,
+        )
+    figure.update_xaxes(title_text="step", row=len(metrics), col=1)
+    figure.update_layout(
+        template=_TEMPLATE, height=220 * len(metrics) + 60, showlegend=False, margin={"t": 40}
+    )
+    return figure
+
+
+def circuit_loss_figure(
+    loss: float, interv_loss: float, search_losses: Sequence[tuple[float, float]] = ()
+) -> go.Figure:
+    """Per-sequence task loss of the full model and of the circuit; the pruning search beside it."""
+    columns = 2 if search_losses else 1
+    titles = ["task loss per sequence"] + (["pruning search"] if search_losses else [])
+    figure = make_subplots(rows=1, cols=columns, subplot_titles=titles)
+    figure.add_trace(
+        go.Bar(
+            x=["full model", "circuit"],
+            y=[loss, interv_loss],
+            text=[f"{loss:.4f}", f"{interv_loss:.4f}"],
+            textposition="outside",
+            marker_color=["#9e9e9e", "#2166ac"],
+        ),
+        row=1,
+        col=1,
+    )
+    if search_losses:
+        figure.add_trace(
+            go.Scatter(
+                x=[step for step, _ in search_losses],
+                y=[value for _, value in search_losses],
+                mode="lines+markers",
+            ),
+            row=1,
+            col=2,
+        )
+        figure.update_xaxes(title_text="search iteration", row=1, col=2)
+    figure.update_layout(template=_TEMPLATE, height=260, showlegend=False, margin={"t": 40})
+    return figure
+
+
+def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
+    """A bar per token position with the node's activation; hover shows the token text."""
+    figure = go.Figure(
+        go.Bar(
+            x=list(range(len(values))),
+            y=list(values),
+            hovertext=list(tokens),
+            hovertemplate="position %{x}: %{hovertext}<br>activation %{y:.4g}<extra></extra>",
+            marker_color=["#2166ac" if v >= 0 else "#b2182b" for v in values],
+        )
+    )
+    figure.update_layout(
+        template=_TEMPLATE,
+        title=title,
+        height=260,
+        xaxis_title="token position",
+        yaxis_title="activation",
+        margin={"t": 40},
+    )
+    return figure

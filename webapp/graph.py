@@ -1,0 +1,235 @@
+"""The circuit as a dash-cytoscape graph: server-side positions, elements, stylesheet, node details.
+
+Input is the JSON-native circuit dict that `webapp.data.load_circuit` returns:
+`{"n_layer", "n_head", "d_head", "loss", "interv_loss", "nodes": [...], "edges": [...]}` with nodes
+`{"id", "location", "index", "importance"}` and edges `{"source", "target", "weight"}`.
+
+Layout (a `preset` layout, because cytoscape's force layouts take minutes on thousands of nodes):
+one row per hook location, stacked bottom up by layer in the order of `nodes.LOCATION_SUFFIXES`.
+Nodes in a row are sorted by channel index and centred. The q, k and v rows of a layer share one
+column per head, so a head's q, k and v channels sit above each other, with a gap between heads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from webapp.nodes import LOCATION_SUFFIXES, QKV_SUFFIXES, describe_node, parse_node_key
+
+NODE_GAP = 24  # px between neighbouring nodes in a row
+HEAD_GAP = 2  # empty node slots between two heads in the q/k/v rows
+ROW_GAP = 70  # px between the rows of one layer
+LAYER_GAP = 60  # extra px between layers
+
+POSITIVE_COLOURS = ("#eef3fb", "#08306b")  # importance 0 .. max: white to dark blue
+NEGATIVE_COLOURS = ("#b2182b", "#fbeeee")  # importance min .. 0: red to white
+SELECTED_COLOUR = "#ff7f0e"
+
+
+def _row_y(location: str) -> float:
+    layer, suffix = location.split(".", 1)
+    row = int(layer) * len(LOCATION_SUFFIXES) + LOCATION_SUFFIXES.index(suffix)
+    # Cytoscape's y axis points down, so higher rows get smaller y.
+    return -float(row * ROW_GAP + int(layer) * LAYER_GAP)
+
+
+def _centred(count: int) -> list[float]:
+    return [(i - (count - 1) / 2) * NODE_GAP for i in range(count)]
+
+
+def _qkv_columns(indices_by_suffix: dict[str, list[int]], d_head: int) -> dict[tuple, float]:
+    """x of each (suffix, index) of one layer's q/k/v rows, one column block per head."""
+    per_head: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for suffix, indices in indices_by_suffix.items():
+        for index in sorted(indices):
+            per_head[index // d_head][suffix].append(index)
+
+    slots: dict[tuple, int] = {}
+    offset = 0
+    for head in sorted(per_head):
+        rows = per_head[head]
+        for suffix, indices in rows.items():
+            for rank, index in enumerate(indices):
+                slots[(suffix, index)] = offset + rank
+        offset += max(len(indices) for indices in rows.values()) + HEAD_GAP
+
+    width = max(offset - HEAD_GAP, 1)
+    return {key: (slot - (width - 1) / 2) * NODE_GAP for key, slot in slots.items()}
+
+
+def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[float, float]]:
+    """Map each node id to its (x, y) in pixels."""
+    by_location: dict[str, list[int]] = defaultdict(list)
+    for node in nodes:
+        by_location[node["location"]].append(node["index"])
+
+    positions: dict[str, tuple[float, float]] = {}
+    qkv_by_layer: dict[str, dict[str, list[int]]] = defaultdict(dict)
+    for location, indices in by_location.items():
+        layer, suffix = location.split(".", 1)
+        if suffix in QKV_SUFFIXES:
+            qkv_by_layer[layer][suffix] = indices
+            continue
+        y = _row_y(location)
+        for x, index in zip(_centred(len(indices)), sorted(indices), strict=True):
+            positions[f"{location}:{index}"] = (x, y)
+
+    for layer, indices_by_suffix in qkv_by_layer.items():
+        for (suffix, index), x in _qkv_columns(indices_by_suffix, d_head).items():
+            location = f"{layer}.{suffix}"
+            positions[f"{location}:{index}"] = (x, _row_y(location))
+    return positions
+
+
+def max_abs_weight(circuit: dict) -> float:
+    """The largest |edge weight| of the circuit (0.0 when it has no edges)."""
+    return max((abs(edge["weight"]) for edge in circuit["edges"]), default=0.0)
+
+
+def visible_edges(circuit: dict, threshold: float) -> list[dict]:
+    """Edges with |weight| >= threshold * the largest |weight| (threshold 0 keeps all nonzero)."""
+    cutoff = threshold * max_abs_weight(circuit)
+    return [e for e in circuit["edges"] if e["weight"] != 0 and abs(e["weight"]) >= cutoff]
+
+
+def build_elements(circuit: dict, threshold: float) -> list[dict]:
+    """Cytoscape elements: every node at its preset position and the edges above the threshold."""
+    positions = layout_positions(circuit["nodes"], circuit["d_head"])
+    elements = []
+    for node in circuit["nodes"]:
+        x, y = positions[node["id"]]
+        has_importance = node["importance"] is not None
+        elements.append(
+            {
+                "data": {
+                    "id": node["id"],
+                    "label": describe_node(parse_node_key(node["id"]), circuit["d_head"]),
+                    "importance": node["importance"] if has_importance else 0.0,
+                },
+                "position": {"x": x, "y": y},
+                "classes": node["location"].split(".", 1)[1].replace(".", "-")
+                + ("" if has_importance else " no-importance"),
+            }
+        )
+    for edge in visible_edges(circuit, threshold):
+        elements.append(
+            {
+                "data": {
+                    "id": f"{edge['source']}->{edge['target']}",
+                    "source": edge["source"],
+                    "target": edge["target"],
+                    "weight": edge["weight"],
+                    "abs_weight": abs(edge["weight"]),
+                },
+                "classes": "positive" if edge["weight"] > 0 else "negative",
+            }
+        )
+    return elements
+
+
+def importance_range(circuit: dict) -> tuple[float, float]:
+    """(min, max) node importance, widened to include 0 and never empty."""
+    values = [n["importance"] for n in circuit["nodes"] if n["importance"] is not None]
+    low = min([0.0, *values])
+    high = max([0.0, *values])
+    return (low if low < 0 else -1e-9, high if high > 0 else 1e-9)
+
+
+def build_stylesheet(
+    importance_low: float,
+    importance_high: float,
+    max_weight: float,
+    selected: str | None = None,
+) -> list[dict]:
+    """Cytoscape stylesheet: node colour maps importance, edge width maps |weight|.
+
+    The selected node gets an orange border, and its input and output edges are drawn on top in orange.
+    """
+    max_weight = max(max_weight, 1e-12)
+    stylesheet = [
+        {
+            "selector": "node",
+            "style": {"width": 14, "height": 14, "border-width": 1, "border-color": "#555"},
+        },
+        {
+            "selector": "node[importance >= 0]",
+            "style": {
+                "background-color": f"mapData(importance, 0, {importance_high}, "
+                f"{POSITIVE_COLOURS[0]}, {POSITIVE_COLOURS[1]})"
+            },
+        },
+        {
+            "selector": "node[importance < 0]",
+            "style": {
+                "background-color": f"mapData(importance, {importance_low}, 0, "
+                f"{NEGATIVE_COLOURS[0]}, {NEGATIVE_COLOURS[1]})"
+            },
+        },
+        {"selector": "node.no-importance", "style": {"background-color": "#ccc"}},
+        {
+            "selector": "edge",
+            "style": {
+                "width": f"mapData(abs_weight, 0, {max_weight}, 0.3, 4)",
+                "opacity": 0.55,
+                "curve-style": "straight",
+            },
+        },
+        {"selector": "edge.positive", "style": {"line-color": "#4575b4"}},
+        {"selector": "edge.negative", "style": {"line-color": "#d73027"}},
+    ]
+    if selected is not None:
+        quoted = selected.replace("\\", "\\\\").replace('"', '\\"')
+        stylesheet += [
+            {
+                "selector": f'node[id = "{quoted}"]',
+                "style": {
+                    "border-width": 4,
+                    "border-color": SELECTED_COLOUR,
+                    "label": "data(label)",
+                    "font-size": 11,
+                    "text-valign": "top",
+                    "text-background-color": "#fff",
+                    "text-background-opacity": 0.8,
+                },
+            },
+            {
+                "selector": f'edge[source = "{quoted}"], edge[target = "{quoted}"]',
+                "style": {"line-color": SELECTED_COLOUR, "opacity": 1, "z-index": 10},
+            },
+        ]
+    return stylesheet
+
+
+def node_details(circuit: dict, node_id: str) -> dict | None:
+    """Location, index, head/channel, ablation delta and in/out edges of one node (None if absent).
+
+    Edges are sorted by |weight|, largest first, and include those below the display threshold.
+    """
+    node = next((n for n in circuit["nodes"] if n["id"] == node_id), None)
+    if node is None:
+        return None
+    key = parse_node_key(node_id)
+    d_head = circuit["d_head"]
+    in_edges = [(e["source"], e["weight"]) for e in circuit["edges"] if e["target"] == node_id]
+    out_edges = [(e["target"], e["weight"]) for e in circuit["edges"] if e["source"] == node_id]
+    head_channel = divmod(key.index, d_head) if key.suffix in QKV_SUFFIXES else None
+    return {
+        "id": node_id,
+        "location": key.location,
+        "index": key.index,
+        "head": head_channel[0] if head_channel else None,
+        "channel": head_channel[1] if head_channel else None,
+        "importance": node["importance"],
+        "in_edges": sorted(in_edges, key=lambda pair: -abs(pair[1])),
+        "out_edges": sorted(out_edges, key=lambda pair: -abs(pair[1])),
+    }
+
+
+def node_options(circuit: dict) -> list[dict]:
+    """Dropdown options for the node search: every node, labelled with head/channel for q/k/v."""
+    d_head = circuit["d_head"]
+    ordered = sorted(circuit["nodes"], key=lambda n: (_row_y(n["location"]) * -1, n["index"]))
+    return [
+        {"label": describe_node(parse_node_key(n["id"]), d_head), "value": n["id"]} for n in ordered
+    ]

@@ -1,0 +1,54 @@
+"""Per-token activation heatmaps as plain data: visible token text, values and background colours.
+
+`webapp.components.token_heatmap` renders these rows as Dash components; Dash writes the text as
+text nodes, so a token such as `<b>` shows literally and is never parsed as HTML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# How whitespace shows inside a token, so spaces, tabs and newlines are visible in the heatmap.
+_VISIBLE_WHITESPACE = {" ": "\u00b7", "\t": "\u2192", "\r": "\u240d", "\n": "\u21b5\n"}
+
+
+def visible_whitespace(label: str) -> str:
+    """Replace spaces, tabs and carriage returns with visible marks; keep a newline after '↵'."""
+    return "".join(_VISIBLE_WHITESPACE.get(char, char) for char in label)
+
+
+def token_colour(value: float, scale: float) -> str:
+    """Background colour: blue for positive, red for negative, opacity |value| / scale."""
+    if scale <= 0:
+        return "rgba(0,0,0,0)"
+    alpha = min(abs(value) / scale, 1.0)
+    rgb = "33,102,172" if value >= 0 else "178,24,43"
+    return f"rgba({rgb},{alpha:.3f})"
+
+
+def heatmap_row(
+    labels: Sequence[str], values: Sequence[float], title: str, highlight: int | None = None
+) -> dict:
+    """One heatmap row: a title, the visible token texts, their values and the marked position."""
+    if len(labels) != len(values):
+        raise ValueError(
+            f"heatmap row {title!r} has {len(labels)} tokens but {len(values)} activation values"
+        )
+    return {
+        "title": title,
+        "tokens": [visible_whitespace(label) for label in labels],
+        "values": [float(v) for v in values],
+        "highlight": highlight,
+    }
+
+
+def shared_scale(rows: Sequence[dict]) -> float:
+    """The largest |value| over all rows, so every row of one panel uses the same colour scale."""
+    return max((abs(v) for row in rows for v in row["values"]), default=0.0)
+
+
+def window(length: int, position: int, radius: int) -> tuple[int, int]:
+    """The [start, stop) token range of at most 2 * radius + 1 tokens around `position`."""
+    start = max(0, position - radius)
+    stop = min(length, position + radius + 1)
+    return start, stop

@@ -1,0 +1,286 @@
+"""Circuit page: pick a pruned circuit, see its graph, click a node to see what it reads on the task.
+
+URL parameters (see `webapp.url_state`): model, task, sweep, k, threshold, node, fraction.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+import dash_bootstrap_components as dbc
+import dash_cytoscape as cyto
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
+
+from registry.catalogue import CatalogueError
+from webapp import graph
+from webapp.circuit_data import check_node, load_circuit, node_examples, node_task_heatmap
+from webapp.components.messages import message_list, notice
+from webapp.components.node_card import node_card
+from webapp.components.token_heatmap import render_heatmap
+from webapp.data import DataFileError, get_store
+from webapp.figures import circuit_loss_figure, empty_figure
+from webapp.selection import LEVELS, resolve_selection
+from webapp.url_state import EXAMPLE_FRACTIONS, parse_query, to_query_string, update_state
+
+logger = logging.getLogger(__name__)
+
+dash.register_page(__name__, path="/circuit", name="Circuit", order=1)
+
+LOAD_ERRORS = (DataFileError, CatalogueError, ValueError, KeyError)
+
+
+def _selector(level: str, options: list[str], value: str | None) -> dbc.Col:
+    return dbc.Col(
+        [
+            dbc.Label(level, html_for=f"circuit-{level}"),
+            dcc.Dropdown(
+                id=f"circuit-{level}",
+                options=options,
+                value=value,
+                clearable=False,
+                placeholder=f"no {level} available",
+            ),
+        ],
+        md=3,
+    )
+
+
+def layout(**query) -> html.Div:
+    state, messages = parse_query(query)
+    selection = resolve_selection(get_store(), {level: getattr(state, level) for level in LEVELS})
+    messages += selection.messages
+    return html.Div(
+        [
+            dcc.Store(id="circuit-query"),
+            dcc.Store(id="circuit-query-applied"),
+            dcc.Store(id="circuit-style-inputs"),
+            html.Div(message_list(messages), id="circuit-url-messages"),
+            dbc.Row([_selector(lv, selection.options[lv], selection.values[lv]) for lv in LEVELS]),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        [
+                            dbc.Label("edge threshold (fraction of the largest |weight|)"),
+                            dcc.Slider(
+                                id="circuit-threshold",
+                                min=0,
+                                max=1,
+                                step=0.01,
+                                value=state.threshold,
+                                marks={0: "0", 0.5: "0.5", 1: "1"},
+                            ),
+                        ],
+                        md=6,
+                    ),
+                    dbc.Col(
+                        [
+                            dbc.Label("node", html_for="circuit-node"),
+                            dcc.Dropdown(
+                                id="circuit-node",
+                                value=state.node,
+                                placeholder="search or click a node",
+                            ),
+                        ],
+                        md=6,
+                    ),
+                ],
+                className="my-2",
+            ),
+            html.Div(id="circuit-messages"),
+            dcc.Loading(html.Div(id="circuit-summary")),
+            dcc.Graph(
+                id="circuit-loss-figure",
+                figure=empty_figure("Loading the circuit ..."),
+                config={"displayModeBar": False},
+            ),
+            cyto.Cytoscape(
+                id="circuit-graph",
+                elements=[],
+                layout={"name": "preset", "fit": True, "padding": 20},
+                stylesheet=graph.build_stylesheet(-1e-9, 1e-9, 1.0),
+                autoRefreshLayout=False,
+                autoungrabify=True,
+                boxSelectionEnabled=False,
+                minZoom=0.02,
+                maxZoom=4,
+                style={"width": "100%", "height": "620px"},
+            ),
+            html.Div(
+                "Colour: ablation delta (blue: ablating the node raises the task loss; red: "
+                "lowers it). Edge width: |weight|; blue positive, red negative.",
+                className="text-muted small mb-3",
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(html.Div(id="circuit-node-card"), md=4),
+                    dbc.Col(
+                        [
+                            html.H5("Activations on the task samples"),
+                            dcc.Loading(html.Div(id="circuit-node-heatmap")),
+                        ],
+                        md=8,
+                    ),
+                ]
+            ),
+            html.H5("Pretraining examples", className="mt-3"),
+            dbc.RadioItems(
+                id="circuit-fraction",
+                options=[
+                    {"label": f"{float(f) * 100:g}% quantile", "value": f}
+                    for f in EXAMPLE_FRACTIONS
+                ],
+                value=state.fraction,
+                inline=True,
+            ),
+            dcc.Loading(html.Div(id="circuit-node-examples")),
+        ]
+    )
+
+
+@callback(
+    *(Output(f"circuit-{level}", "options") for level in LEVELS),
+    *(Output(f"circuit-{level}", "value") for level in LEVELS),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+    prevent_initial_call=True,
+)
+def update_selectors(model, task, sweep, k):
+    """Refill the four selectors after one changes; lower levels fall back to their first entry."""
+    # A lower level keeps its value when the new higher level lists it too.
+    requested = dict(zip(LEVELS, (model, task, sweep, k), strict=True))
+    selection = resolve_selection(get_store(), requested)
+    return (
+        *(selection.options[level] for level in LEVELS),
+        *(selection.values[level] for level in LEVELS),
+    )
+
+
+@callback(
+    Output("circuit-graph", "elements"),
+    Output("circuit-node", "options"),
+    Output("circuit-summary", "children"),
+    Output("circuit-loss-figure", "figure"),
+    Output("circuit-style-inputs", "data"),
+    Output("circuit-messages", "children"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+    Input("circuit-threshold", "value"),
+)
+def update_graph(model, task, sweep, k, threshold):
+    """Load the selected circuit and draw it with edges above the threshold."""
+    if None in (model, task, sweep, k):
+        return [], [], notice("Select a model, task, sweep and k."), empty_figure(""), None, []
+    try:
+        circuit = load_circuit(model, task, sweep, k)
+    except LOAD_ERRORS as err:
+        logger.warning("circuit %s/%s/%s/%s failed to load: %s", model, task, sweep, k, err)
+        return (
+            [],
+            [],
+            None,
+            empty_figure("No circuit loaded."),
+            None,
+            message_list([str(err)], color="danger"),
+        )
+
+    threshold = float(threshold or 0.0)
+    elements = graph.build_elements(circuit, threshold)
+    low, high = graph.importance_range(circuit)
+    shown_edges = sum(1 for element in elements if "source" in element["data"])
+    summary = html.P(
+        f"{len(circuit['nodes'])} nodes kept of {circuit['num_total_nodes']}; "
+        f"{len(circuit['edges'])} edges, {shown_edges} shown at threshold {threshold:g}. "
+        f"Task loss per sequence: full model {circuit['loss']:.4f}, "
+        f"circuit {circuit['interv_loss']:.4f}.",
+        id="circuit-summary-text",
+    )
+    figure = circuit_loss_figure(
+        circuit["loss"], circuit["interv_loss"], [tuple(p) for p in circuit["search_losses"]]
+    )
+    style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
+    return elements, graph.node_options(circuit), summary, figure, style_inputs, []
+
+
+@callback(
+    Output("circuit-node", "value"),
+    Input("circuit-graph", "tapNodeData"),
+    prevent_initial_call=True,
+)
+def select_tapped_node(tap_node_data):
+    """Make a tapped graph node the selected node."""
+    if not tap_node_data:
+        return dash.no_update
+    return tap_node_data["id"]
+
+
+@callback(
+    Output("circuit-node-card", "children"),
+    Output("circuit-node-heatmap", "children"),
+    Output("circuit-node-examples", "children"),
+    Output("circuit-graph", "stylesheet"),
+    Input("circuit-node", "value"),
+    Input("circuit-fraction", "value"),
+    Input("circuit-style-inputs", "data"),
+    *(State(f"circuit-{level}", "value") for level in LEVELS),
+)
+def show_node(node, fraction, style_inputs, model, task, sweep, k):
+    """Show the selected node's details, task heatmap and examples, and highlight it."""
+    style_inputs = style_inputs or {"low": -1e-9, "high": 1e-9, "max_weight": 1.0}
+    base = (style_inputs["low"], style_inputs["high"], style_inputs["max_weight"])
+    if not node or None in (model, task, sweep, k):
+        hint = notice("Click a node in the graph or search for one above.")
+        return hint, None, None, graph.build_stylesheet(*base)
+    try:
+        circuit = load_circuit(model, task, sweep, k)
+        key = check_node(circuit, node)
+        details = graph.node_details(circuit, str(key))
+        heatmap = node_task_heatmap(model, task, sweep, k, str(key))
+        examples = node_examples(model, task, sweep, k, str(key), fraction or "0.001")
+    except LOAD_ERRORS as err:
+        logger.info("node %s of %s/%s/%s/%s not shown: %s", node, model, task, sweep, k, err)
+        return message_list([str(err)]), None, None, graph.build_stylesheet(*base)
+
+    example_columns = dbc.Row(
+        [
+            dbc.Col([html.H6(title), render_heatmap(rows) if rows else notice("none stored")])
+            for title, rows in (("bottom", examples["bottom"]), ("top", examples["top"]))
+        ]
+    )
+    return (
+        node_card(details),
+        render_heatmap(heatmap, element_id="circuit-task-heatmap"),
+        example_columns,
+        graph.build_stylesheet(*base, selected=str(key)),
+    )
+
+
+@callback(
+    Output("circuit-query", "data"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+    Input("circuit-threshold", "value"),
+    Input("circuit-node", "value"),
+    Input("circuit-fraction", "value"),
+)
+def serialise_query(model, task, sweep, k, threshold, node, fraction):
+    """The query string of the current view, for the address bar."""
+    try:
+        state = update_state(
+            parse_query({})[0],
+            model=model,
+            task=task,
+            sweep=sweep,
+            k=k,
+            threshold=threshold,
+            node=node,
+            fraction=fraction,
+        )
+    except ValueError as err:
+        logger.info("view state not written to the URL: %s", err)
+        return dash.no_update
+    return to_query_string(state)
+
+
+clientside_callback(
+    ClientsideFunction(namespace="url_state", function_name="replace_query"),
+    Output("circuit-query-applied", "data"),
+    Input("circuit-query", "data"),
+)

@@ -1,0 +1,177 @@
+"""Models page: every model's config summary, and one model's weight density and training curves.
+
+URL parameters (see `webapp.url_state`): model, metrics (comma-separated curve names).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import ClientsideFunction, Input, Output, callback, clientside_callback, dcc, html
+
+from registry.catalogue import CatalogueError
+from webapp.components.messages import message_list, notice
+from webapp.data import DataFileError, list_models, model_summary, training_records, weight_counts
+from webapp.figures import default_metrics, empty_figure, numeric_metrics, training_curves_figure
+from webapp.url_state import parse_query, to_query_string, update_state
+
+logger = logging.getLogger(__name__)
+
+dash.register_page(__name__, path="/", name="Models", order=0)
+
+LOAD_ERRORS = (DataFileError, CatalogueError, ValueError, OSError)
+SUMMARY_COLUMNS = (
+    ("n_layer", "layers"),
+    ("d_model", "d_model"),
+    ("n_head", "heads"),
+    ("d_head", "d_head"),
+    ("d_mlp", "d_mlp"),
+    ("target_density", "target density"),
+    ("afrac", "afrac"),
+    ("tokenizer_name", "tokenizer"),
+)
+
+
+def layout(**query) -> html.Div:
+    state, messages = parse_query(query)
+    try:
+        models = list_models()
+    except LOAD_ERRORS as err:
+        models, messages = [], [*messages, f"Could not list the models: {err}"]
+    if not models:
+        messages.append("The store has no models (no models/<name>/beeg_config.json).")
+    model = state.model if state.model in models else (models[0] if models else None)
+    if state.model and state.model != model:
+        messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
+    return html.Div(
+        [
+            dcc.Store(id="models-query"),
+            dcc.Store(id="models-query-applied"),
+            dcc.Store(id="models-requested-metrics", data=list(state.metrics)),
+            html.Div(message_list(messages), id="models-url-messages"),
+            html.H4("Models"),
+            html.Div(id="models-table"),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        [
+                            dbc.Label("model", html_for="models-model"),
+                            dcc.Dropdown(
+                                id="models-model", options=models, value=model, clearable=False
+                            ),
+                        ],
+                        md=4,
+                    ),
+                    dbc.Col(
+                        [
+                            dbc.Label("training curves", html_for="models-metrics"),
+                            dcc.Dropdown(id="models-metrics", multi=True),
+                        ],
+                        md=8,
+                    ),
+                ],
+                className="my-3",
+            ),
+            dcc.Loading(html.Div(id="models-weights")),
+            html.Div(id="models-curve-messages"),
+            dcc.Graph(id="models-curves", figure=empty_figure("Loading ...")),
+        ]
+    )
+
+
+def _summary_row(model: str) -> html.Tr:
+    try:
+        summary = model_summary(model)
+    except LOAD_ERRORS as err:
+        return html.Tr([html.Td(model), html.Td(str(err), colSpan=len(SUMMARY_COLUMNS))])
+    cells = [html.Td(model)]
+    for key, _ in SUMMARY_COLUMNS:
+        value = summary[key]
+        cells.append(
+            html.Td(
+                "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            )
+        )
+    return html.Tr(cells)
+
+
+@callback(Output("models-table", "children"), Input("models-model", "options"))
+def show_model_table(models):
+    """One row per model with its config summary; a model whose config fails shows the error."""
+    if not models:
+        return notice("No models to show.")
+    header = html.Thead(html.Tr([html.Th("model")] + [html.Th(t) for _, t in SUMMARY_COLUMNS]))
+    body = html.Tbody([_summary_row(model) for model in models])
+    return dbc.Table([header, body], bordered=False, hover=True, size="sm", responsive=True)
+
+
+@callback(Output("models-weights", "children"), Input("models-model", "value"))
+def show_weight_counts(model):
+    """Nonzero weights of the selected model, counted from its checkpoint."""
+    if not model:
+        return None
+    try:
+        counts = weight_counts(model)
+    except LOAD_ERRORS as err:
+        logger.warning("weight counts of %s failed: %s", model, err)
+        return message_list([str(err)], color="danger")
+    return html.P(
+        f"{model}: {counts['nnz']:,} nonzero of {counts['total']:,} weights in weight matrices "
+        f"(density {counts['density']:.4g}).",
+        id="models-weights-text",
+    )
+
+
+@callback(
+    Output("models-metrics", "options"),
+    Output("models-metrics", "value"),
+    Output("models-curves", "figure"),
+    Output("models-curve-messages", "children"),
+    Input("models-model", "value"),
+    Input("models-metrics", "value"),
+    Input("models-requested-metrics", "data"),
+)
+def show_training_curves(model, metrics, requested_metrics):
+    """Plot the chosen metrics of the model's progress.json; a missing file shows its name."""
+    if not model:
+        return [], [], empty_figure("No model selected."), []
+    try:
+        records = training_records(model)
+    except LOAD_ERRORS as err:
+        message = f"No training curves for {model}: {err}"
+        return [], [], empty_figure(f"No training curves for {model}."), message_list([message])
+
+    available = numeric_metrics(records)
+    if metrics is None:
+        # First render: the URL's metrics where present, else the usual curves.
+        chosen = [m for m in requested_metrics or [] if m in available] or default_metrics(records)
+    elif metrics:
+        # A new model keeps the chosen curves it has, else shows its usual ones.
+        chosen = [m for m in metrics if m in available] or default_metrics(records)
+    else:
+        chosen = []  # the user cleared the selection
+    return available, chosen, training_curves_figure(records, chosen), []
+
+
+@callback(
+    Output("models-query", "data"),
+    Input("models-model", "value"),
+    Input("models-metrics", "value"),
+)
+def serialise_query(model, metrics):
+    """The query string of the current view, for the address bar."""
+    try:
+        state = update_state(parse_query({})[0], model=model, metrics=tuple(metrics or ()))
+    except ValueError as err:
+        logger.info("view state not written to the URL: %s", err)
+        return dash.no_update
+    return to_query_string(state)
+
+
+clientside_callback(
+    ClientsideFunction(namespace="url_state", function_name="replace_query"),
+    Output("models-query-applied", "data"),
+    Input("models-query", "data"),
+)

@@ -1,0 +1,186 @@
+"""The URL query string of every page: one schema that parses, validates and serialises view state.
+
+Dash calls a page's `layout(**query)` with every query parameter as a string (a repeated key as a list,
+unknown keys included). `parse_query` turns that into a `ViewState`, dropping each invalid value with a
+message for the page. The values are only checked for form here; `webapp.selection` checks model,
+task, sweep and k against the store catalogue, and the circuit page checks the node against the
+circuit, before any file is read. `to_query_string` is the inverse, so a copied URL restores the view.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from webapp.nodes import parse_node_key
+
+logger = logging.getLogger(__name__)
+
+# Longest text (characters) the per-token page accepts from a URL or the text box. The token limit is
+# the model's block_size, checked after tokenizing.
+MAX_TEXT_CHARS = 4000
+MAX_NAME_CHARS = 200
+SAMPLE_SOURCES = ("task", "text")
+EXAMPLE_FRACTIONS = ("0.001", "0.01", "0.1", "0.5")
+
+# Model, task and sweep names are folder names in the store: letters, digits, '_', '-', '.'.
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_K_RE = re.compile(r"\d{1,9}|k_optim")
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Everything a page shows that the user chose; None means 'not chosen'."""
+
+    model: str | None = None
+    task: str | None = None
+    sweep: str | None = None
+    k: str | None = None
+    node: str | None = None
+    threshold: float = 0.0
+    sample: int = 0
+    source: str = "task"
+    text: str = ""
+    fraction: str = "0.001"
+    metrics: tuple[str, ...] = ()
+
+
+DEFAULT_STATE = ViewState()
+
+
+def _parse_name(value: str) -> str:
+    if len(value) > MAX_NAME_CHARS or not _NAME_RE.fullmatch(value) or value in (".", ".."):
+        raise ValueError("expected a store folder name (letters, digits, '_', '-', '.')")
+    return value
+
+
+def _parse_k(value: str) -> str:
+    if not _K_RE.fullmatch(value):
+        raise ValueError("expected a whole number or 'k_optim'")
+    return value
+
+
+def _parse_node(value: str) -> str:
+    return str(parse_node_key(value))
+
+
+def _parse_threshold(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise ValueError("expected a number from 0 to 1 (a fraction of the largest edge weight)")
+    return number
+
+
+def _parse_sample(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a task sample index >= 0")
+    return number
+
+
+def _parse_source(value: str) -> str:
+    if value not in SAMPLE_SOURCES:
+        raise ValueError(f"expected one of {', '.join(SAMPLE_SOURCES)}")
+    return value
+
+
+def _parse_text(value: str) -> str:
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f"text is {len(value)} characters long; the limit is {MAX_TEXT_CHARS}")
+    return value
+
+
+def _parse_fraction(value: str) -> str:
+    if value not in EXAMPLE_FRACTIONS:
+        raise ValueError(f"expected one of {', '.join(EXAMPLE_FRACTIONS)}")
+    return value
+
+
+def _parse_metrics(value: str) -> tuple[str, ...]:
+    names = tuple(name for name in value.split(",") if name)
+    if len(names) > 12 or any(len(name) > MAX_NAME_CHARS for name in names):
+        raise ValueError("expected at most 12 comma-separated metric names")
+    return names
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "model": _parse_name,
+    "task": _parse_name,
+    "sweep": _parse_name,
+    "k": _parse_k,
+    "node": _parse_node,
+    "threshold": _parse_threshold,
+    "sample": _parse_sample,
+    "source": _parse_source,
+    "text": _parse_text,
+    "fraction": _parse_fraction,
+    "metrics": _parse_metrics,
+}
+assert set(_PARSERS) == {f.name for f in fields(ViewState)}
+
+
+def parse_query(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
+    """Coerce query parameters into a ViewState; return it with one message per rejected value.
+
+    A repeated key uses its last value. Unknown keys are ignored, because Dash passes every parameter
+    of the URL, including ones other tools add.
+    """
+    values: dict[str, Any] = {}
+    messages: list[str] = []
+    for name, parse in _PARSERS.items():
+        raw = query.get(name)
+        if isinstance(raw, list | tuple):
+            raw = raw[-1] if raw else None
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = parse(str(raw))
+        except ValueError as err:
+            shown = str(raw) if len(str(raw)) <= 60 else str(raw)[:60] + "..."
+            messages.append(f"Ignored URL parameter {name}={shown!r}: {err}.")
+    if messages:
+        logger.info("rejected URL parameters: %s", messages)
+    return ViewState(**values), messages
+
+
+def to_query_string(state: ViewState) -> str:
+    """Serialise the fields that differ from the defaults as `?a=1&b=2` ('' when none do)."""
+    pairs = []
+    for field in fields(ViewState):
+        value = getattr(state, field.name)
+        if value == getattr(DEFAULT_STATE, field.name) or value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        pairs.append((field.name, str(value)))
+    if not pairs:
+        return ""
+    return "?" + urlencode(pairs, quote_via=quote, safe=":,")
+
+
+def update_state(state: ViewState, **changes: Any) -> ViewState:
+    """A copy of `state` with `changes` applied after the same checks as `parse_query`.
+
+    Raises ValueError naming the field and the bad value, so callbacks never store an invalid state.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in _PARSERS:
+            raise ValueError(f"unknown view-state field {name!r}; known: {', '.join(_PARSERS)}")
+        if value is None or value == "" or value == ():
+            checked[name] = getattr(DEFAULT_STATE, name)
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        try:
+            checked[name] = _PARSERS[name](str(value))
+        except ValueError as err:
+            raise ValueError(f"invalid {name}={value!r}: {err}") from err
+    return replace(state, **checked)
