@@ -1,4 +1,4 @@
-"""Where the project's models, circuits and tokenizers are, and how to read them.
+"""Store access, catalogue, tokenizers and circuit-file reader for this project's data.
 
 Importing this package only resolves the store root; submodules load torch or tiktoken
 when imported themselves.

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV_VAR = "CIRCUIT_SPARSITY_CACHE"
 
-# (connect, read) timeouts in seconds for every HTTP request; the read timeout bounds the wait
+# (connect, read) timeouts in seconds for every HTTP request. The read timeout bounds the wait
 # for each chunk, not the whole download.
 DEFAULT_TIMEOUT = (10.0, 60.0)
 

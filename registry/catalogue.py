@@ -2,7 +2,7 @@
 
 Every name that comes from outside (a URL parameter, a CLI flag) goes through a `check_*`
 function here before any file path is built from it. A name is rejected if it contains `/`,
-a backslash or `..`, starts with `.`, or is not in the store's listing; the error names the
+a backslash or `..`, starts with `.`, or is not in the store's listing. The error names the
 value and the allowed ones. No model, task or sweep name is hard-coded.
 
 Folders read (see docs/architecture.md for the full layout):
@@ -47,8 +47,8 @@ def _check_listed(kind: str, value: object, allowed: Iterable[str]) -> str:
     name = _check_plain_name(kind, value)
     allowed = list(allowed)
     if name not in allowed:
-        shown = ", ".join(map(str, allowed)) if allowed else "none in this store"
-        raise CatalogueError(f"Unknown {kind} {name!r}. Available: {shown}.")
+        allowed_text = ", ".join(map(str, allowed)) if allowed else "none in this store"
+        raise CatalogueError(f"Unknown {kind} {name!r}. Available: {allowed_text}.")
     return name
 
 

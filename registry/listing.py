@@ -18,8 +18,8 @@ import requests
 
 logger = logging.getLogger(__name__)
 
-# Guards against a server that keeps returning a NextMarker; 5000 blobs per page (the Azure
-# maximum) times this is far more than any store folder holds.
+# Limit for a server that keeps returning a NextMarker. At up to 5000 blobs per page (the Azure
+# maximum), this allows far more entries than any store folder contains.
 MAX_LISTING_PAGES = 1000
 
 
@@ -30,6 +30,9 @@ def list_azure_folder(
 
     `root_url` is `https://<account>.blob.core.windows.net/<container>[/<folder>...]`.
     Raises FileNotFoundError for a non-root folder with no blobs under it.
+
+    NOTE: tested only against a local imitation of the API, because the test machine has no
+    internet access. Anonymous listing also needs public container access on the account.
     """
     parts = urlsplit(root_url)
     container, _, root_folder = parts.path.strip("/").partition("/")

@@ -39,7 +39,7 @@ class StoreConfigError(ValueError):
 def resolve_store_root(value: str | None = None) -> str:
     """Return the store root for `value`, or for `CIRCUIT_SPARSITY_STORE` when `value` is None.
 
-    An http(s) URL is returned without its trailing '/'; a folder as an absolute path.
+    An http(s) URL is returned without its trailing '/', and a folder as an absolute path.
     Unset or empty means the embedded store folder. Raises StoreConfigError for another URL
     scheme or a folder that does not exist.
     """
@@ -104,10 +104,12 @@ class Store:
     ) -> None:
         """Open the store at `root`.
 
-        `cache_root` overrides the download cache folder; `progress` controls tqdm bars
-        (None: only on a terminal); `listing_kind` forces the remote listing protocol
-        ("auto" picks Azure for `*.blob.core.windows.net`); `listing_ttl` is in seconds;
-        `timeout` is the (connect, read) timeout in seconds of every HTTP request.
+        - `cache_root`: download cache folder (default: `registry.cache.cache_dir()`).
+        - `progress`: tqdm bars for downloads; None shows them only on a terminal.
+        - `listing_kind`: remote listing protocol. "auto" picks "azure" for
+          `*.blob.core.windows.net` hosts and "html" for any other host.
+        - `listing_ttl`: seconds a remote listing stays cached in memory.
+        - `timeout`: (connect, read) timeout in seconds of every HTTP request.
         """
         root = str(root)
         self.is_remote = root.startswith(("http://", "https://"))
@@ -164,7 +166,11 @@ class Store:
         )
 
     def exists(self, relpath: str) -> bool:
-        """Return whether the file or folder `relpath` exists (a HEAD request for remote files)."""
+        """Return whether the file `relpath` exists (a HEAD request for an uncached remote file).
+
+        Local folders count too. Remote folders count only on HTML-listing servers, because
+        Azure blob storage has no folder objects.
+        """
         check_relpath(relpath)
         if not self.is_remote:
             return Path(self.root, relpath).exists()

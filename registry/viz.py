@@ -1,6 +1,6 @@
 """Reading and validating circuit files (`viz/<model>/<task>/<sweep>/<k>/viz_data.pt`).
 
-A viz_data.pt holds one pruned circuit and what the viewer shows about it. Top level:
+A viz_data.pt contains one pruned circuit and what the viewer shows about it. Top level:
 `circuit_data` (node location -> 1-D LongTensor of kept node ids), `samples` (top and bottom
 pretraining examples per node), `importances` (losses, edges and task activations; missing in
 some files, then `VizData.importances` is None), `all_loss` (search iteration, loss) pairs,
@@ -68,9 +68,11 @@ class VizData:
     all_loss: list[tuple[int, float]]
     num_total_nodes: int
     prune_config: dict
-    importances: dict | None
+    importances: dict | None  # None when the file has none
+    # Real token count of each row of importances["task_samples"][0], whose rows are
+    # right-padded with token 0. None when neither the file nor the caller gives them.
     task_sample_lengths: torch.Tensor | None = None
-    ablation_means: dict[str, torch.Tensor] | None = None
+    ablation_means: dict[str, torch.Tensor] | None = None  # location -> (width,) means
 
     @property
     def has_importances(self) -> bool:
@@ -100,9 +102,8 @@ _FIELD_NAMES = frozenset(f.name for f in fields(VizData)) - {"source"}
 def per_sequence_loss(stored: Any) -> Any:
     """Convert a stored task loss (summed over the 2 sequences of a pair) to a per-sequence loss.
 
-    Accepts a number (returns a float), a tensor (returns a float tensor of the same shape;
-    a 0-d tensor returns a float) or a list or tuple of numbers (returns a list of floats).
-    Raises TypeError for anything else.
+    A number or a 0-d tensor gives a float, and a tensor a float tensor of the same shape.
+    A list or tuple of numbers gives a list of floats. Raises TypeError for anything else.
     """
     if isinstance(stored, torch.Tensor):
         if stored.dim() == 0:
@@ -118,8 +119,8 @@ def per_sequence_loss(stored: Any) -> Any:
 def flatten_pair_data(pair_data: list) -> list:
     """Return `pair_data` as one flat list of [weights, src ids, tgt ids, (src loc, tgt loc)].
 
-    Some released files nest it one level deeper (one list per worker process); those lists
-    are joined, in order, with a log line. Raises ValueError for any other structure.
+    Some released files nest it one level deeper, with one list per worker process. Those
+    lists are joined, in order, with a log line. Raises ValueError for any other structure.
     """
     if not isinstance(pair_data, list | tuple):
         raise ValueError(f"pair_data must be a list, got {type(pair_data).__name__}")
@@ -323,14 +324,16 @@ def _task_sample_lengths(
     return None
 
 
-def _check_lengths(lengths: Any, tokens: torch.Tensor, what: str) -> torch.Tensor:
+def _check_lengths(lengths: Any, tokens: torch.Tensor, description: str) -> torch.Tensor:
     lengths = torch.as_tensor(lengths)
     n_rows, width = tokens.shape
     if lengths.shape != (n_rows,) or lengths.is_floating_point():
         raise VizDataError(
-            f"{what} must be {n_rows} integers (one per task sample), got shape "
+            f"{description} must be {n_rows} integers (one per task sample), got shape "
             f"{tuple(lengths.shape)} and dtype {lengths.dtype}."
         )
     if n_rows and (lengths.min() < 1 or lengths.max() > width):
-        raise VizDataError(f"{what} must lie in [1, {width}] (the padded width), got {lengths}.")
+        raise VizDataError(
+            f"{description} must lie in [1, {width}] (the padded width), got {lengths}."
+        )
     return lengths.long()

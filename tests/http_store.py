@@ -11,7 +11,7 @@ Use the `http_store` fixture (import it into a test module or conftest), which i
 
 The server is `http.server.ThreadingHTTPServer` on port 0 (any free port), so it speaks the
 same HTML directory listing as `python -m http.server`. With `azure_page_size=N` it also
-answers Azure List Blobs requests (`<url>/<container>?restype=container&comp=list&...`)
+serves Azure List Blobs requests (`<url>/<container>?restype=container&comp=list&...`)
 from the folder, N entries per page with NextMarker, so the Azure listing code runs too.
 """
 

@@ -175,7 +175,7 @@ def test_broken_download_not_cached(http_store, store_folder, tmp_path, name, me
     cached_files = [p.name for p in cache_root.rglob("*") if p.is_file()]
     assert [n for n in cached_files if not n.endswith(".lock")] == []
 
-    # A second read asks the server again, because nothing was kept.
+    # A second read requests the file again, because nothing was cached.
     with pytest.raises(CorruptFileError):
         store.local_path(f"models/{name}")
     assert served.count("GET", name) == 2
