@@ -96,7 +96,7 @@ class Store:
         self,
         root: str | Path,
         *,
-        cache_root: Path | None = None,
+        cache_root: str | Path | None = None,
         progress: bool | None = None,
         listing_kind: ListingKind = "auto",
         listing_ttl: float = 60.0,
@@ -120,7 +120,7 @@ class Store:
             if not Path(self.root).is_dir():
                 raise FileNotFoundError(f"Store folder {self.root} does not exist.")
 
-        self.cache_root = cache_root
+        self.cache_root = Path(cache_root).expanduser() if cache_root is not None else None
         self.progress = progress
         self.timeout = timeout
         self.listing_ttl = listing_ttl

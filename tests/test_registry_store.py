@@ -4,13 +4,15 @@ import os
 import subprocess
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
 import torch
 from http_store import http_store  # noqa: F401
 
-from registry.cache import CorruptFileError, cache_dir, cache_path_for_url
+from registry.cache import PROGRESS_MIN_BYTES, CorruptFileError, cache_dir, cache_path_for_url
 from registry.store import (
     EMBEDDED_STORE_DIR,
     Store,
@@ -260,3 +262,67 @@ def test_azure_kind_picked_for_blob_host(tmp_path):
     azure = Store("https://openaipublic.blob.core.windows.net/circuit-sparsity")
     assert azure.listing_kind == "azure"
     assert Store("http://127.0.0.1:1/store").listing_kind == "html"
+
+
+def test_concurrent_processes_fetch_once(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    code = (
+        "import sys\n"
+        "from registry.store import Store\n"
+        "store = Store(sys.argv[1], cache_root=sys.argv[2], progress=False)\n"
+        "print(store.local_path('models/whole.pt'))\n"
+    )
+    command = [sys.executable, "-c", code, served.url, str(tmp_path / "cache")]
+    processes = [
+        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr.decode()
+    assert len({stdout for stdout, _ in outputs}) == 1
+    assert served.count("GET", "whole.pt") == 1
+
+
+class _ShortBodyHandler(BaseHTTPRequestHandler):
+    """Announce 1000 bytes, send 10, then close: a dropped connection mid-download."""
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.close_connection = True
+
+
+def test_short_download_not_cached(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ShortBodyHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        store = Store(url, cache_root=tmp_path / "cache", progress=False)
+        with pytest.raises((CorruptFileError, requests.RequestException)) as excinfo:
+            store.local_path("models/config.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert "models/config.json" in str(excinfo.value)
+    cached_files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert [p.name for p in cached_files if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.parametrize(("progress", "shown"), [(True, True), (False, False)])
+def test_progress_bar_switch(http_store, tmp_path, capsys, progress, shown):  # noqa: F811
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "big.bin").write_bytes(b"\1" * (PROGRESS_MIN_BYTES + 1))
+    served = http_store(tmp_path / "store")
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=progress)
+
+    store.local_path("big.bin")
+    assert ("big.bin" in capsys.readouterr().err) is shown
