@@ -63,7 +63,8 @@ def load_data_gym_ranks(vocab_bpe: Path, encoder_json: Path) -> dict[bytes, int]
         # tiktoken reports an encoder.json that disagrees with the merges by a bare assert.
         raise TokenizerFilesError(
             f"{encoder_json} does not match {vocab_bpe}: every token id must equal its merge rank "
-            "(256 byte tokens, then one id per merge line)."
+            "(256 byte tokens, then one id per merge line). vocab.bpe must start with a "
+            "'#version' line and end with a newline."
         ) from err
 
 
@@ -102,9 +103,10 @@ def get_encoding(name: str, store: Store | None = None) -> tiktoken.Encoding:
     """Return the encoding `name`, built once per (name, store root).
 
     `tinypython_2k` and `stdlib_2k` come from `store` (default: MODEL_BASE_DIR). Any other
-    name, such as "gpt2", is passed to `tiktoken.get_encoding` when `store` is None.
+    name, such as "gpt2", goes to `tiktoken.get_encoding`, which ignores `store` and raises
+    ValueError for an unknown name.
     """
-    if name not in ENCODING_FOLDERS and store is None:
+    if name not in ENCODING_FOLDERS:
         return tiktoken.get_encoding(name)
 
     store = store or default_store()

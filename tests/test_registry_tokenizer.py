@@ -111,8 +111,10 @@ def test_labels_of_split_character(store):
 
 
 def test_unknown_name_rejected(store):
-    with pytest.raises(ValueError, match="Unknown encoding 'nope'. Available: tinypython_2k"):
+    with pytest.raises(ValueError, match="Unknown encoding nope"):
         get_encoding("nope", store)
+    with pytest.raises(ValueError, match="Unknown encoding 'nope'. Available: tinypython_2k"):
+        encoding_kwargs("nope", store)
 
 
 def test_inconsistent_files_rejected(tmp_path):
