@@ -176,3 +176,19 @@ def test_changed_files_not_served_stale(tmp_path):
     # Same paths, new content: tiktoken's path-keyed file cache must not return the old files.
     write_data_gym(folder, merges=MERGES[:1])
     assert len(encoding_kwargs("stdlib_2k", store)["mergeable_ranks"]) == 256 + 1
+
+
+def test_embedded_stdlib_round_trip():
+    embedded = REPO_ROOT / "store"
+    if not (embedded / "stdlib_2k" / "vocab.bpe").is_file():
+        pytest.skip("the embedded store has no stdlib_2k tokenizer files yet")
+    encoding = get_encoding("stdlib_2k", Store(embedded))
+    assert encoding.n_vocab == 2048
+    assert encoding.eot_token == 2047
+
+    text = "def f(x):\n    return {'a': x}  # café € 日\n"
+    tokens = encoding.encode(text)
+    assert encoding.decode(tokens) == text
+    assert b"".join(encoding.decode_single_token_bytes(t) for t in tokens) == text.encode()
+    labels = [token_label(encoding, t) for t in tokens]
+    assert "".join(labels).startswith("def f(x):")
