@@ -32,10 +32,15 @@ class CatalogueError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
+def _is_plain_name(name: str) -> bool:
+    unsafe = "/" in name or "\\" in name or ".." in name or "\0" in name
+    return bool(name) and not unsafe and not name.startswith(".")
+
+
 def _check_plain_name(kind: str, value: object) -> str:
     if not isinstance(value, str) or not value:
         raise CatalogueError(f"Invalid {kind} {value!r}: expected a non-empty folder name.")
-    if "/" in value or "\\" in value or ".." in value or value.startswith(".") or "\0" in value:
+    if not _is_plain_name(value):
         raise CatalogueError(
             f"Invalid {kind} {value!r}: a {kind} is a plain folder name without '/', "
             "backslash, '..' or a leading '.'."
@@ -52,16 +57,22 @@ def _check_listed(kind: str, value: object, allowed: Iterable[str]) -> str:
     return name
 
 
-def _list_or_empty(store: Store, relpath: str) -> list[str]:
+def _list_names(store: Store, relpath: str) -> list[str]:
+    """Return the plain names in folder `relpath` (none if it is missing).
+
+    Hidden entries and names that `_check_plain_name` would reject are left out, so every
+    listed name can be passed back to a `check_*` function.
+    """
     try:
-        return store.list_dir(relpath)
+        names = store.list_dir(relpath)
     except FileNotFoundError:
         return []
+    return [name for name in names if _is_plain_name(name)]
 
 
 def _subfolders_with(store: Store, relpath: str, required_file: str) -> list[str]:
     """Return entries of `relpath` that hold `required_file` (remote stores: every entry)."""
-    names = [n for n in _list_or_empty(store, relpath) if not n.startswith(".")]
+    names = _list_names(store, relpath)
     if store.is_remote:
         # Checking each entry remotely costs one request per entry, so trust the listing.
         return names
@@ -81,21 +92,21 @@ def list_curves(store: Store | None = None) -> list[str]:
 def list_viz_models(store: Store | None = None) -> list[str]:
     """Return the models with at least a folder under `viz/`."""
     store = store or default_store()
-    return [n for n in _list_or_empty(store, "viz") if not n.startswith(".")]
+    return _list_names(store, "viz")
 
 
 def list_tasks(model: str, store: Store | None = None) -> list[str]:
     """Return the task folders under `viz/<model>/`."""
     store = store or default_store()
     model = _check_listed("model", model, list_viz_models(store))
-    return [n for n in _list_or_empty(store, f"viz/{model}") if not n.startswith(".")]
+    return _list_names(store, f"viz/{model}")
 
 
 def list_sweeps(model: str, task: str, store: Store | None = None) -> list[str]:
     """Return the sweep folders under `viz/<model>/<task>/`."""
     store = store or default_store()
     task = _check_listed("task", task, list_tasks(model, store))
-    return [n for n in _list_or_empty(store, f"viz/{model}/{task}") if not n.startswith(".")]
+    return _list_names(store, f"viz/{model}/{task}")
 
 
 def list_ks(model: str, task: str, sweep: str, store: Store | None = None) -> list[int | str]:
@@ -106,7 +117,7 @@ def list_ks(model: str, task: str, sweep: str, store: Store | None = None) -> li
     """
     store = store or default_store()
     sweep = _check_listed("sweep", sweep, list_sweeps(model, task, store))
-    names = _list_or_empty(store, f"viz/{model}/{task}/{sweep}")
+    names = _list_names(store, f"viz/{model}/{task}/{sweep}")
 
     integer_names = [n for n in names if n.isdigit() and str(int(n)) == n]
     ks: list[int | str] = sorted(int(n) for n in integer_names)

@@ -124,6 +124,10 @@ class Store:
         self.progress = progress
         self.timeout = timeout
         self.listing_ttl = listing_ttl
+        if listing_kind not in ("auto", "azure", "html"):
+            raise ValueError(
+                f"Invalid listing_kind {listing_kind!r}: use 'auto', 'azure' or 'html'."
+            )
         if listing_kind == "auto":
             host = (urlsplit(self.root).hostname or "") if self.is_remote else ""
             listing_kind = "azure" if host.endswith(".blob.core.windows.net") else "html"
@@ -219,12 +223,14 @@ class Store:
         return sorted(names)
 
     def _session(self) -> requests.Session:
-        # requests documents Session as not guaranteed thread-safe, so each thread gets its own.
-        session = getattr(self._thread_local, "session", None)
-        if session is None:
-            session = requests.Session()
-            self._thread_local.session = session
-        return session
+        # requests does not guarantee that a Session is thread-safe, so each thread gets its own.
+        # A forked process (a gunicorn worker) gets a new one too, so that parent and child
+        # never share pooled sockets.
+        pid_and_session = getattr(self._thread_local, "pid_and_session", None)
+        if pid_and_session is None or pid_and_session[0] != os.getpid():
+            pid_and_session = (os.getpid(), requests.Session())
+            self._thread_local.pid_and_session = pid_and_session
+        return pid_and_session[1]
 
 
 @functools.cache

@@ -27,6 +27,9 @@ def store_folder(tmp_path: Path) -> Path:
     (folder / "models" / "alpha").mkdir(parents=True)
     (folder / "models" / "alpha" / "beeg_config.json").write_text("{}")
     (folder / "models" / "no_config").mkdir()
+    (folder / "models" / "back\\slash").mkdir()
+    (folder / "models" / "back\\slash" / "beeg_config.json").write_text("{}")
+    (folder / "models" / ".hidden").mkdir()
     (folder / "train_curves" / "alpha").mkdir(parents=True)
     (folder / "train_curves" / "alpha" / "progress.json").write_text('{"step": 0}\n')
     for k in K_FOLDERS:
