@@ -20,6 +20,7 @@ tuples and plain numbers.
 """
 
 import logging
+import pickle  # only for its exception type: files are read with weights_only=True
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -171,7 +172,7 @@ def read_viz_file(
     source = source or str(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except (RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
         # torch raises RuntimeError for bad archives and UnpicklingError for disallowed types.
         raise VizDataError(f"Cannot load {source} with weights_only=True: {err}") from err
     return parse_viz_dict(raw, source, datapoint_lengths=datapoint_lengths)
@@ -208,7 +209,7 @@ def _require_keys(mapping: dict, keys: Sequence[str], source: str, where: str) -
     missing = [key for key in keys if key not in mapping]
     if missing:
         raise VizDataError(
-            f"{source}: missing required {where} key(s) {missing}; present: {sorted(mapping)}. "
+            f"{source}: missing required {where} key(s) {missing}; present: {sorted(map(str, mapping))}. "
             "Regenerate the file with the pruner."
         )
 
