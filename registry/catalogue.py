@@ -1,4 +1,4 @@
-"""What a store contains: models, training curves and circuits, listed from the store itself.
+"""The catalogue of a store: models, training curves and circuits, listed from the store itself.
 
 Every name that comes from outside (a URL parameter, a CLI flag) goes through a `check_*`
 function here before any file path is built from it. A name is rejected if it contains `/`,
