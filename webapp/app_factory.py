@@ -1,5 +1,8 @@
 """Create the Dash app: pages from `webapp/pages`, assets from the repository's `assets/` folder.
 
+Every file the browser loads comes from this server: Bootstrap's CSS (5.3.6, the version
+dash-bootstrap-components 2.0 targets) is vendored as `assets/bootstrap.min.css`, not a CDN link.
+
 One app per process. Page modules register their callbacks when Dash imports them here, so tests
 create the app first and import page modules afterwards (as `webapp.pages.<name>`).
 """
@@ -35,7 +38,6 @@ def create_app(store_root: str | None = None, cache_config: dict[str, Any] | Non
         use_pages=True,
         pages_folder="pages",
         assets_folder=str(ASSETS_DIR),
-        external_stylesheets=[dbc.themes.BOOTSTRAP],
         title="Circuit sparsity viewer",
         # Page layouts build their components from the catalogue; callbacks are unit-tested.
         suppress_callback_exceptions=True,

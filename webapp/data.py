@@ -56,7 +56,7 @@ def file_identity(relpath: str) -> tuple[Path, FileIdentity]:
     try:
         path = get_store().local_path(relpath)
     except FileNotFoundError as err:
-        raise DataFileError(f"Missing store file {relpath}: {err}") from err
+        raise DataFileError(f"Missing store file {relpath} (store: {get_store().root})") from err
     except (OSError, ValueError) as err:
         raise DataFileError(f"Could not read store file {relpath}: {err}") from err
     return path, FileIdentity.of(path)
@@ -136,8 +136,12 @@ def _weight_counts(relpath: str, identity: FileIdentity) -> dict[str, Any]:
 
 
 def training_records(model: str) -> list[dict[str, Any]]:
-    """The parsed `train_curves/<model>/progress.json` of a catalogue model (one dict per line)."""
-    relpath = catalogue.check_curve(model, get_store())
+    """The parsed `train_curves/<model>/progress.json` of a catalogue model (one dict per line).
+
+    Raises DataFileError naming the file when it is missing or malformed.
+    """
+    catalogue.check_model(model, get_store())
+    relpath = f"train_curves/{model}/progress.json"
     _, identity = file_identity(relpath)
     return _training_records(relpath, identity)
 
