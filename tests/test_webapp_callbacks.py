@@ -1,0 +1,333 @@
+"""Page callbacks called directly on a tiny store: models, circuit and per-token pages.
+
+The callbacks run against real files (a random tiny model and schema-valid circuits written by
+tests/tiny_store.py), the real registry and inference packages, and a real FileSystemCache.
+"""
+
+import importlib
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_store import MODEL, SWEEP, TASK
+
+from webapp.data import configure_store
+
+CIRCUIT = (MODEL, TASK, SWEEP, "8")
+VIZ_RELPATH = f"viz/{MODEL}/{TASK}/{SWEEP}/8/viz_data.pt"
+
+
+def _page(name: str):
+    """A page module as Dash imported it (importing it again would register callbacks twice)."""
+    return importlib.import_module(f"webapp.pages.{name}")
+
+
+def _text(component) -> str:
+    """All text inside a Dash component tree, joined by spaces."""
+    if component is None:
+        return ""
+    if isinstance(component, str | int | float):
+        return str(component)
+    if isinstance(component, list | tuple):
+        return " ".join(_text(child) for child in component)
+    return _text(getattr(component, "children", None))
+
+
+@pytest.fixture
+def store_copy(webapp_context, webapp_store: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny store that the app reads for one test, so the test may break files."""
+    copy = tmp_path / "store"
+    shutil.copytree(webapp_store, copy)
+    configure_store(str(copy))
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Models page
+
+
+def test_model_table_shows_config(webapp_context):
+    table = _page("models").show_model_table([MODEL])
+    text = _text(table)
+    assert "stdlib_2k" in text
+    assert "0.25" in text  # pfrac, the target density
+    assert "layers" in text
+
+
+def test_weight_counts_match_checkpoint(webapp_context, webapp_store):
+    state = torch.load(
+        webapp_store / "models" / MODEL / "final_model.pt", weights_only=True, map_location="cpu"
+    )
+    matrices = [tensor for tensor in state.values() if tensor.dim() >= 2]
+    expected_total = sum(tensor.numel() for tensor in matrices)
+    expected_nnz = sum(int(tensor.count_nonzero()) for tensor in matrices)
+    text = _text(_page("models").show_weight_counts(MODEL))
+    assert f"{expected_nnz:,} nonzero of {expected_total:,}" in text
+
+
+def test_training_curves_default_metrics(webapp_context):
+    options, chosen, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    assert options == ["L0", "test_xent"]
+    assert chosen == ["test_xent", "L0"]
+    assert len(figure.data) == 2
+    assert messages == []
+
+
+def test_training_curves_metrics_from_url(webapp_context):
+    models = _page("models")
+    _, chosen, _, _ = models.show_training_curves(MODEL, None, ["L0", "missing"])
+    assert chosen == ["L0"]
+    _, chosen, figure, _ = models.show_training_curves(MODEL, [], ["L0"])
+    assert chosen == []
+    assert figure.data == ()
+
+
+def test_missing_progress_file_is_named(store_copy):
+    (store_copy / "train_curves" / MODEL / "progress.json").unlink()
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    assert f"train_curves/{MODEL}/progress.json" in _text(messages)
+
+
+def test_malformed_progress_file_names_line(store_copy):
+    path = store_copy / "train_curves" / MODEL / "progress.json"
+    lines = path.read_text().splitlines()
+    lines[2] = "{not json"
+    path.write_text("\n".join(lines) + "\n")
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    text = _text(messages)
+    assert f"train_curves/{MODEL}/progress.json" in text
+    assert "line 3" in text
+
+
+def test_partial_last_progress_line_is_skipped(store_copy):
+    path = store_copy / "train_curves" / MODEL / "progress.json"
+    path.write_text(path.read_text() + '{"step": 99, "test_')
+    options, _, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    assert messages == []
+    assert len(figure.data[0].x) == 10
+
+
+def test_models_layout_reports_unknown_model(webapp_context):
+    layout = _page("models").layout(model="nope")
+    assert "Model 'nope' is not in the store" in _text(layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Circuit page
+
+
+def test_circuit_graph_losses_per_sequence(webapp_context):
+    elements, options, summary, figure, style, messages = _page("circuit").update_graph(
+        *CIRCUIT, 0.0
+    )
+    assert messages == []
+    nodes = [e for e in elements if "source" not in e["data"]]
+    assert len(nodes) == len(options) == 72
+    # The tiny store writes losses doubled, as upstream files are; the page shows them halved once.
+    assert "full model 0.1000, circuit 0.1500" in _text(summary)
+    assert list(figure.data[0].y) == pytest.approx([0.1, 0.15])
+    assert style["low"] < 0 < style["high"]
+
+
+def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):
+    viz = torch.load(webapp_store / VIZ_RELPATH, weights_only=True)
+    kept = viz["circuit_data"]["0.attn.q"].tolist()
+    stored = viz["importances"]["ch_interv_losses"]["0.attn.q"].tolist()
+    interv = viz["importances"]["interv_loss"]
+    elements, *_ = _page("circuit").update_graph(*CIRCUIT, 0.0)
+    by_id = {e["data"]["id"]: e["data"] for e in elements}
+    for index, loss in zip(kept, stored, strict=True):
+        assert by_id[f"0.attn.q:{index}"]["importance"] == pytest.approx((loss - interv) / 2)
+
+
+def test_circuit_edges_are_model_weights(webapp_context, webapp_store):
+    state = torch.load(webapp_store / "models" / MODEL / "final_model.pt", weights_only=True)
+    c_attn = state["transformer.h.1.attn.c_attn.weight"]  # (3 * n_head * d_head, d_model)
+    elements, *_ = _page("circuit").update_graph(*CIRCUIT, 0.0)
+    edges = [e["data"] for e in elements if e["data"].get("source", "").startswith("1.attn.act_in")]
+    q_edges = [e for e in edges if e["target"].startswith("1.attn.q:")]
+    assert q_edges
+    for edge in q_edges:
+        source = int(edge["source"].rsplit(":", 1)[1])
+        target = int(edge["target"].rsplit(":", 1)[1])
+        assert edge["weight"] == pytest.approx(float(c_attn[target, source]))
+
+
+def test_circuit_threshold_hides_weak_edges(webapp_context):
+    circuit = _page("circuit")
+    all_edges = [e for e in circuit.update_graph(*CIRCUIT, 0.0)[0] if "source" in e["data"]]
+    strong = [e for e in circuit.update_graph(*CIRCUIT, 0.5)[0] if "source" in e["data"]]
+    largest = max(abs(e["data"]["weight"]) for e in all_edges)
+    assert 0 < len(strong) < len(all_edges)
+    assert all(abs(e["data"]["weight"]) >= 0.5 * largest for e in strong)
+
+
+def test_circuit_unknown_k_rejected_before_reading(webapp_context):
+    for k in ("16", "../8"):
+        elements, _, _, _, style, messages = _page("circuit").update_graph(
+            MODEL, TASK, SWEEP, k, 0.0
+        )
+        assert elements == []
+        assert style is None
+        assert "Unknown k" in _text(messages) or "Invalid k" in _text(messages)
+
+
+def test_circuit_corrupt_file_is_named(store_copy):
+    (store_copy / VIZ_RELPATH).write_bytes(b"")
+    *_, messages = _page("circuit").update_graph(*CIRCUIT, 0.0)
+    assert VIZ_RELPATH in _text(messages)
+
+
+def test_circuit_incomplete_selection_shows_notice(webapp_context):
+    elements, options, summary, *_ = _page("circuit").update_graph(MODEL, None, None, None, 0.0)
+    assert elements == []
+    assert "Select a model, task, sweep and k" in _text(summary)
+
+
+def test_selectors_fall_back_to_listed_values(webapp_context):
+    result = _page("circuit").update_selectors(MODEL, "nope", SWEEP, "k_optim")
+    options, values = result[:4], result[4:]
+    assert options == ([MODEL], [TASK], [SWEEP], ["8", "k_optim"])
+    assert values == (MODEL, TASK, SWEEP, "k_optim")
+
+
+def test_circuit_layout_reports_url_problems(webapp_context):
+    layout = _page("circuit").layout(model=MODEL, task="nope", threshold="2")
+    text = _text(layout)
+    assert "Ignored URL parameter threshold='2'" in text
+    assert "task 'nope' is not available for model 'tiny'" in text
+
+
+def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
+    viz = torch.load(webapp_store / VIZ_RELPATH, weights_only=True)
+    index = int(viz["circuit_data"]["0.attn.q"][0])
+    node = f"0.attn.q:{index}"
+    style = {"low": -0.1, "high": 0.4, "max_weight": 1.0}
+    card, task_heatmap, examples, stylesheet = _page("circuit").show_node(
+        node, "0.5", style, *CIRCUIT
+    )
+    assert node in _text(card)
+    assert f"head {index // 4}" in _text(card) or str(index // 4) in _text(card)
+    rows = task_heatmap.children[:-1]
+    assert len(rows) == 2  # one sample per class
+    lengths = viz["task_sample_lengths"].tolist()
+    spans = [row.children[1].children for row in rows]
+    assert [len(s) for s in spans] == lengths  # padding is not shown
+    expected = viz["importances"]["task_samples"][1]["0.attn.q"][index][0][: lengths[0]]
+    assert [span.title for span in spans[0]] == [
+        f"position {i}: {value:.4g}" for i, value in enumerate(expected.tolist())
+    ]
+    assert "\u00b7" in _text(task_heatmap)  # spaces are visible
+    assert "bottom example 0" in _text(examples)
+    assert f'node[id = "{node}"]' in [rule["selector"] for rule in stylesheet]
+
+
+def test_show_node_outside_circuit(webapp_context):
+    card, heatmap, _, stylesheet = _page("circuit").show_node(
+        "1.mlp.post_act:999", "0.001", None, *CIRCUIT
+    )
+    assert "not in this circuit" in _text(card)
+    assert heatmap is None
+    assert not any("999" in rule["selector"] for rule in stylesheet)
+
+
+def test_tapped_node_becomes_selection():
+    circuit = _page("circuit")
+    assert circuit.select_tapped_node({"id": "0.attn.k:2", "label": "x"}) == "0.attn.k:2"
+
+
+def test_circuit_query_string(webapp_context):
+    query = _page("circuit").serialise_query(*CIRCUIT, 0.2, "0.attn.q:4", "0.01")
+    assert query == (
+        f"?model={MODEL}&task={TASK}&sweep={SWEEP}&k=8&node=0.attn.q:4&threshold=0.2&fraction=0.01"
+    )
+
+
+def test_cache_files_are_json(webapp_context, webapp_cache_dir):
+    _page("circuit").update_graph(*CIRCUIT, 0.0)
+    payloads = []
+    for path in webapp_cache_dir.iterdir():
+        data = path.read_bytes()
+        struct.unpack("I", data[:4])  # cachelib's expiry header
+        payloads.append(json.loads(data[4:]))
+    assert any(isinstance(p, dict) and "nodes" in p and "edges" in p for p in payloads)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-token page
+
+
+def _direct_activations(store: Path, text: str, location: str, index: int) -> list[float]:
+    from inference.gpt import load_model
+    from inference.hook_utils import hook_recorder
+    from registry.store import Store
+    from registry.tokenizer import get_encoding
+
+    ids = get_encoding("stdlib_2k", Store(store)).encode(text)
+    model = load_model(store / "models" / MODEL)
+    with torch.no_grad(), hook_recorder() as records:
+        model(torch.tensor([ids]))
+    return records[location][0, :, index].tolist()
+
+
+def test_per_token_text_matches_model(webapp_context, webapp_store):
+    text = 'print("<b>")\n'
+    heatmap, figure, messages = _page("per_token").show_activations(
+        MODEL, "1.mlp.post_act", 5, "text", None, 0, text
+    )
+    assert messages == []
+    expected = _direct_activations(webapp_store, text, "1.mlp.post_act", 5)
+    assert list(figure.data[0].y) == pytest.approx(expected, abs=1e-6)
+    spans = heatmap.children[0].children[1].children
+    assert "".join(span.children for span in spans).replace("\u21b5", "") == text.replace(
+        " ", "\u00b7"
+    )
+
+
+def test_per_token_task_sample_two_rows(webapp_context):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.v", 1, "task", "single_double_quote", 2, ""
+    )
+    assert messages == []
+    titles = [row.children[0].children for row in heatmap.children[:-1]]
+    assert titles == ["first sequence", "second sequence"]
+
+
+@pytest.mark.parametrize(
+    ("location", "index", "source", "task", "sample", "text", "message"),
+    [
+        ("0.attn.q", 0, "text", None, 0, "x = 1\n" * 40, "reads at most 32 (block_size)"),
+        ("0.attn.q", 0, "text", None, 0, "", "the text is empty"),
+        ("0.attn.q", 8, "text", None, 0, "x", "channel 8 is out of range"),
+        ("5.attn.q", 0, "text", None, 0, "x", "5.attn.q is not a location of tiny"),
+        ("0.attn.q", 0, "task", "nope", 0, "", "unknown task 'nope'"),
+        ("0.attn.q", 0, "task", "single_double_quote", 10_000, "", "sample 10000 is out of range"),
+    ],
+)
+def test_per_token_rejects_bad_input(
+    webapp_context, location, index, source, task, sample, text, message
+):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, location, index, source, task, sample, text
+    )
+    assert heatmap is None
+    assert message in _text(messages)
+
+
+def test_per_token_locations_follow_model(webapp_context):
+    locations, chosen = _page("per_token").fill_locations(MODEL, "9.attn.q")
+    assert len(locations) == 2 * 8
+    assert chosen == "0.attn.act_in"
+    assert _page("per_token").fill_locations(MODEL, "1.mlp.act_in")[1] == "1.mlp.act_in"
+
+
+def test_per_token_query_string(webapp_context):
+    query = _page("per_token").serialise_query(
+        MODEL, "0.attn.q", 3, "text", "single_double_quote", 0, "a b"
+    )
+    assert (
+        query == f"?model={MODEL}&task=single_double_quote&node=0.attn.q:3&source=text&text=a%20b"
+    )

@@ -1,0 +1,109 @@
+"""Tests for the pure figure and heatmap builders (webapp.figures, webapp.heatmap, components)."""
+
+import math
+
+import pytest
+from dash import html
+
+from webapp import figures, heatmap
+from webapp.components.token_heatmap import render_heatmap
+
+RECORDS = [
+    {"step": 0, "test_xent": 5.0, "L0": 1000, "note": "warmup"},
+    {"step": 10, "test_xent": 3.0, "L0": 800, "lr": 0.1},
+    {"step": 20, "test_xent": math.nan, "L0": 600},
+    {"step": 30, "test_xent": 2.0, "L0": 500, "flag": True},
+]
+
+
+def test_numeric_metrics_skip_text_bool_step():
+    assert figures.numeric_metrics(RECORDS) == ["L0", "lr", "test_xent"]
+
+
+def test_default_metrics_prefer_usual_curves():
+    assert figures.default_metrics(RECORDS) == ["test_xent", "L0"]
+    assert figures.default_metrics([{"step": 1, "acc": 0.5}]) == ["acc"]
+    assert figures.default_metrics([]) == []
+
+
+def test_training_curves_one_subplot_per_metric():
+    figure = figures.training_curves_figure(RECORDS, ["test_xent", "L0"])
+    assert len(figure.data) == 2
+    xent, l0 = figure.data
+    assert list(xent.x) == [0, 10, 30]  # the NaN point is dropped
+    assert list(xent.y) == [5.0, 3.0, 2.0]
+    assert list(l0.y) == [1000, 800, 600, 500]
+    assert xent.yaxis != l0.yaxis
+
+
+def test_training_curves_without_step_use_line_order():
+    figure = figures.training_curves_figure([{"loss": 2.0}, {"loss": 1.0}], ["loss"])
+    assert list(figure.data[0].x) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("records", "metrics", "text"),
+    [([], ["x"], "no records"), (RECORDS, [], "No metric selected")],
+)
+def test_training_curves_empty_states(records, metrics, text):
+    figure = figures.training_curves_figure(records, metrics)
+    assert figure.data == ()
+    assert text in figure.layout.annotations[0].text
+
+
+def test_circuit_loss_figure_bars_and_search():
+    figure = figures.circuit_loss_figure(0.1, 0.15, [(0, 0.9), (1, 0.3)])
+    bars, search = figure.data
+    assert list(bars.x) == ["full model", "circuit"]
+    assert list(bars.y) == [0.1, 0.15]
+    assert list(search.y) == [0.9, 0.3]
+    assert len(figures.circuit_loss_figure(0.1, 0.15).data) == 1
+
+
+def test_activation_figure_colours_sign():
+    figure = figures.activation_figure(["a", "b"], [0.5, -0.5], "node")
+    bar = figure.data[0]
+    assert list(bar.y) == [0.5, -0.5]
+    assert list(bar.hovertext) == ["a", "b"]
+    assert bar.marker.color[0] != bar.marker.color[1]
+
+
+def test_visible_whitespace_marks():
+    assert heatmap.visible_whitespace(" if\tx\r\n") == "\u00b7if\u2192x\u240d\u21b5\n"
+    assert heatmap.visible_whitespace("\\xe2\\x80") == "\\xe2\\x80"
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "expected"),
+    [
+        (1.0, 2.0, "rgba(33,102,172,0.500)"),
+        (-2.0, 2.0, "rgba(178,24,43,1.000)"),
+        (5.0, 2.0, "rgba(33,102,172,1.000)"),
+        (1.0, 0.0, "rgba(0,0,0,0)"),
+    ],
+)
+def test_token_colour(value, scale, expected):
+    assert heatmap.token_colour(value, scale) == expected
+
+
+def test_heatmap_row_rejects_length_mismatch():
+    with pytest.raises(ValueError, match="has 2 tokens but 1 activation values"):
+        heatmap.heatmap_row(["a", "b"], [1.0], "row")
+
+
+def test_window_clips_to_sequence():
+    assert heatmap.window(100, 50, 10) == (40, 61)
+    assert heatmap.window(100, 3, 10) == (0, 14)
+    assert heatmap.window(20, 19, 10) == (9, 20)
+
+
+def test_render_heatmap_keeps_markup_as_text():
+    rows = [heatmap.heatmap_row(["<b>", " &amp;", "x"], [1.0, -2.0, 0.0], "row 0", highlight=1)]
+    rendered = render_heatmap(rows, element_id="heatmap")
+    spans = rendered.children[0].children[1].children
+    assert [span.children for span in spans] == ["<b>", "\u00b7&amp;", "x"]
+    assert all(isinstance(span, html.Span) for span in spans)
+    assert spans[1].className == "token token-marked"
+    assert spans[0].style["backgroundColor"] == "rgba(33,102,172,0.500)"
+    assert spans[0].title == "position 0: 1"
+    assert rendered.id == "heatmap"

@@ -1,0 +1,168 @@
+"""Tests for the circuit graph builders (webapp.graph): layout, elements, stylesheet, details."""
+
+import pytest
+
+from webapp import graph
+
+
+def _node(node_id: str, importance: float | None = 0.1) -> dict:
+    location, index = node_id.rsplit(":", 1)
+    return {"id": node_id, "location": location, "index": int(index), "importance": importance}
+
+
+def _circuit() -> dict:
+    """Two layers; layer 0 keeps q/k/v channels of heads 0 and 2 (d_head 4)."""
+    nodes = [
+        _node("0.attn.act_in:1", 0.5),
+        _node("0.attn.act_in:5", -0.2),
+        _node("0.attn.q:0"),
+        _node("0.attn.q:1"),
+        _node("0.attn.q:9"),
+        _node("0.attn.k:2"),
+        _node("0.attn.k:8"),
+        _node("0.attn.v:3"),
+        _node("0.attn.resid_delta:7", None),
+        _node("0.mlp.post_act:30"),
+        _node("1.attn.act_in:2"),
+    ]
+    edges = [
+        {"source": "0.attn.act_in:1", "target": "0.attn.q:0", "weight": 0.5},
+        {"source": "0.attn.act_in:5", "target": "0.attn.q:0", "weight": -2.0},
+        {"source": "0.attn.act_in:1", "target": "0.attn.k:8", "weight": 0.1},
+        {"source": "0.attn.v:3", "target": "0.attn.resid_delta:7", "weight": 1.0},
+    ]
+    return {"n_layer": 2, "n_head": 4, "d_head": 4, "nodes": nodes, "edges": edges}
+
+
+def test_layout_rows_stack_bottom_up():
+    positions = graph.layout_positions(_circuit()["nodes"], d_head=4)
+    order = [
+        "0.attn.act_in:1",
+        "0.attn.q:0",
+        "0.attn.k:2",
+        "0.attn.v:3",
+        "0.attn.resid_delta:7",
+        "0.mlp.post_act:30",
+        "1.attn.act_in:2",
+    ]
+    ys = [positions[node_id][1] for node_id in order]
+    assert ys == sorted(ys, reverse=True)
+    assert len(set(ys)) == len(ys)
+
+
+def test_layout_row_sorted_and_centred():
+    positions = graph.layout_positions(_circuit()["nodes"], d_head=4)
+    left, right = positions["0.attn.act_in:1"], positions["0.attn.act_in:5"]
+    assert left[0] < right[0]
+    assert left[0] == -right[0]
+    assert left[1] == right[1]
+    assert positions["0.mlp.post_act:30"][0] == 0
+
+
+def test_layout_aligns_qkv_by_head():
+    positions = graph.layout_positions(_circuit()["nodes"], d_head=4)
+    x = {node_id: xy[0] for node_id, xy in positions.items()}
+    # Head 0: q0, q1 / k2 / v3 share the first column block, ranked left to right.
+    assert x["0.attn.q:0"] == x["0.attn.k:2"] == x["0.attn.v:3"]
+    assert x["0.attn.q:1"] == x["0.attn.q:0"] + graph.NODE_GAP
+    # Head 2 starts after head 0's widest row (2 slots) plus the head gap.
+    assert x["0.attn.q:9"] == x["0.attn.k:8"]
+    assert x["0.attn.q:9"] - x["0.attn.q:0"] == (2 + graph.HEAD_GAP) * graph.NODE_GAP
+
+
+def test_layout_positions_every_node():
+    circuit = _circuit()
+    positions = graph.layout_positions(circuit["nodes"], d_head=4)
+    assert set(positions) == {node["id"] for node in circuit["nodes"]}
+    assert len(set(positions.values())) == len(positions)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [(0.0, 4), (0.05, 4), (0.06, 3), (0.5, 2), (1.0, 1)],
+)
+def test_visible_edges_threshold(threshold, expected):
+    assert len(graph.visible_edges(_circuit(), threshold)) == expected
+
+
+def test_visible_edges_drop_zero_weights():
+    circuit = _circuit()
+    circuit["edges"].append({"source": "0.attn.q:1", "target": "0.attn.q:9", "weight": 0.0})
+    assert len(graph.visible_edges(circuit, 0.0)) == 4
+
+
+def test_build_elements_nodes_and_edges():
+    elements = graph.build_elements(_circuit(), threshold=0.5)
+    nodes = [e for e in elements if "source" not in e["data"]]
+    edges = [e for e in elements if "source" in e["data"]]
+    assert len(nodes) == 11
+    assert {e["data"]["id"] for e in edges} == {
+        "0.attn.act_in:5->0.attn.q:0",
+        "0.attn.v:3->0.attn.resid_delta:7",
+    }
+    negative = next(e for e in edges if e["data"]["weight"] < 0)
+    assert negative["classes"] == "negative"
+    assert negative["data"]["abs_weight"] == 2.0
+    q_node = next(e for e in nodes if e["data"]["id"] == "0.attn.q:9")
+    assert q_node["data"]["label"] == "0.attn.q:9 (head 2, channel 1)"
+    assert q_node["classes"] == "attn-q"
+    assert set(q_node["position"]) == {"x", "y"}
+
+
+def test_build_elements_marks_missing_importance():
+    elements = graph.build_elements(_circuit(), threshold=0.0)
+    resid = next(e for e in elements if e["data"]["id"] == "0.attn.resid_delta:7")
+    assert resid["data"]["importance"] == 0.0
+    assert "no-importance" in resid["classes"]
+
+
+def test_importance_range_includes_zero():
+    assert graph.importance_range(_circuit()) == (-0.2, 0.5)
+    positive_only = {"nodes": [_node("0.attn.q:0", 0.3)]}
+    low, high = graph.importance_range(positive_only)
+    assert low < 0 < high
+    assert high == 0.3
+
+
+def test_stylesheet_maps_importance_and_weight():
+    stylesheet = graph.build_stylesheet(-0.2, 0.5, 2.0)
+    styles = {rule["selector"]: rule["style"] for rule in stylesheet}
+    assert styles["node[importance >= 0]"]["background-color"].startswith(
+        "mapData(importance, 0, 0.5,"
+    )
+    assert styles["node[importance < 0]"]["background-color"].startswith(
+        "mapData(importance, -0.2, 0,"
+    )
+    assert styles["edge"]["width"] == "mapData(abs_weight, 0, 2.0, 0.3, 4)"
+    assert not any("0.attn" in rule["selector"] for rule in stylesheet)
+
+
+def test_stylesheet_highlights_selected_node():
+    stylesheet = graph.build_stylesheet(-0.2, 0.5, 2.0, selected="0.attn.q:0")
+    selectors = [rule["selector"] for rule in stylesheet]
+    assert 'node[id = "0.attn.q:0"]' in selectors
+    assert 'edge[source = "0.attn.q:0"], edge[target = "0.attn.q:0"]' in selectors
+
+
+def test_node_details_lists_edges_by_weight():
+    details = graph.node_details(_circuit(), "0.attn.q:0")
+    assert details["location"] == "0.attn.q"
+    assert details["head"] == 0
+    assert details["channel"] == 0
+    assert details["in_edges"] == [("0.attn.act_in:5", -2.0), ("0.attn.act_in:1", 0.5)]
+    assert details["out_edges"] == []
+
+
+def test_node_details_non_qkv_and_missing():
+    details = graph.node_details(_circuit(), "0.attn.act_in:1")
+    assert details["head"] is None
+    assert details["out_edges"] == [("0.attn.q:0", 0.5), ("0.attn.k:8", 0.1)]
+    assert graph.node_details(_circuit(), "0.attn.q:3") is None
+
+
+def test_node_options_follow_graph_order():
+    options = graph.node_options(_circuit())
+    values = [option["value"] for option in options]
+    assert values[0] == "0.attn.act_in:1"
+    assert values[-1] == "1.attn.act_in:2"
+    assert len(values) == 11

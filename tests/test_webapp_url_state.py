@@ -1,0 +1,147 @@
+"""Tests for the URL query schema of the web app (webapp.url_state, webapp.nodes)."""
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from webapp.nodes import NodeKey, describe_node, head_and_channel, parse_node_key
+from webapp.url_state import (
+    DEFAULT_STATE,
+    MAX_TEXT_CHARS,
+    ViewState,
+    parse_query,
+    to_query_string,
+    update_state,
+)
+
+
+def _query_dict(query_string: str) -> dict:
+    """What Dash passes to layout(): one string per key, a list for a repeated key."""
+    parsed = parse_qs(urlsplit(query_string).query, keep_blank_values=True)
+    return {key: values[0] if len(values) == 1 else values for key, values in parsed.items()}
+
+
+def test_parse_query_full_state():
+    query = {
+        "model": "csp_yolo1",
+        "task": "single_double_quote",
+        "sweep": "prune_v4",
+        "k": "k_optim",
+        "node": "3.attn.q:17",
+        "threshold": "0.25",
+        "sample": "4",
+        "source": "text",
+        "text": "x = '<b>'\n",
+        "fraction": "0.01",
+        "metrics": "test_xent,L0",
+    }
+    state, messages = parse_query(query)
+    assert messages == []
+    assert state.model == "csp_yolo1"
+    assert state.k == "k_optim"
+    assert state.node == "3.attn.q:17"
+    assert state.threshold == 0.25
+    assert state.sample == 4
+    assert state.source == "text"
+    assert state.text == "x = '<b>'\n"
+    assert state.metrics == ("test_xent", "L0")
+
+
+def test_parse_query_empty_is_default():
+    state, messages = parse_query({})
+    assert state == DEFAULT_STATE
+    assert messages == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("model", "../etc"),
+        ("model", "a/b"),
+        ("model", ".."),
+        ("task", "x\\y"),
+        ("k", "-1"),
+        ("k", "k_best"),
+        ("node", "3.attn.z:1"),
+        ("node", "3.attn.q:-1"),
+        ("node", "3.attn.q"),
+        ("threshold", "1.5"),
+        ("threshold", "nan"),
+        ("threshold", "abc"),
+        ("sample", "-2"),
+        ("sample", "1.5"),
+        ("source", "file"),
+        ("fraction", "0.2"),
+        ("text", "x" * (MAX_TEXT_CHARS + 1)),
+    ],
+)
+def test_parse_query_rejects_invalid_value(name, value):
+    state, messages = parse_query({name: value})
+    assert getattr(state, name) == getattr(DEFAULT_STATE, name)
+    assert len(messages) == 1
+    assert f"Ignored URL parameter {name}=" in messages[0]
+
+
+def test_parse_query_repeated_key_uses_last():
+    state, messages = parse_query({"model": ["first", "second"]})
+    assert state.model == "second"
+    assert messages == []
+
+
+def test_parse_query_ignores_unknown_keys():
+    state, messages = parse_query({"utm_source": "mail", "model": "m"})
+    assert state == ViewState(model="m")
+    assert messages == []
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        DEFAULT_STATE,
+        ViewState(model="m", task="t_beeg3", sweep="prune_v4", k="16"),
+        ViewState(model="m", node="0.mlp.post_act:1021", threshold=0.05, fraction="0.5"),
+        ViewState(source="text", text="a b&c=d?e#f\n\tπ <b>", sample=3),
+        ViewState(metrics=("test_xent", "num_alive_neurons/c_fc/layer_0")),
+    ],
+)
+def test_query_string_round_trip(state):
+    query_string = to_query_string(state)
+    parsed, messages = parse_query(_query_dict(query_string))
+    assert messages == []
+    assert parsed == state
+
+
+def test_query_string_omits_defaults():
+    assert to_query_string(DEFAULT_STATE) == ""
+    assert to_query_string(ViewState(model="m")) == "?model=m"
+
+
+def test_query_string_keeps_node_readable():
+    assert to_query_string(ViewState(node="3.attn.q:17")) == "?node=3.attn.q:17"
+
+
+def test_update_state_checks_values():
+    state = update_state(DEFAULT_STATE, model="m", threshold=0.5, sample=2, metrics=["a", "b"])
+    assert state == ViewState(model="m", threshold=0.5, sample=2, metrics=("a", "b"))
+    with pytest.raises(ValueError, match="invalid threshold=2"):
+        update_state(DEFAULT_STATE, threshold=2)
+    with pytest.raises(ValueError, match="unknown view-state field 'colour'"):
+        update_state(DEFAULT_STATE, colour="red")
+
+
+def test_update_state_none_resets_to_default():
+    state = update_state(ViewState(model="m", node="0.attn.k:1"), node=None, model="")
+    assert state == DEFAULT_STATE
+
+
+def test_parse_node_key_normalises_layer():
+    assert parse_node_key(" 03.attn.k:5 ") == NodeKey("3.attn.k", 5)
+    assert str(parse_node_key("0.mlp.resid_delta:0")) == "0.mlp.resid_delta:0"
+    with pytest.raises(ValueError, match="expected <layer>.<location>:<index>"):
+        parse_node_key("0.attn.y:1")
+
+
+def test_head_and_channel_only_for_qkv():
+    assert head_and_channel(NodeKey("1.attn.v", 37), d_head=16) == (2, 5)
+    assert head_and_channel(NodeKey("1.mlp.post_act", 37), d_head=16) is None
+    assert describe_node(NodeKey("1.attn.q", 17), d_head=16) == "1.attn.q:17 (head 1, channel 1)"

@@ -1,0 +1,55 @@
+"""Fixtures for the web app tests: a tiny store, the one Dash app of the session, a context.
+
+tests/conftest.py loads this module as a pytest plugin, so every test can request the fixtures.
+Dash registers page callbacks globally, so the session creates one app; tests that need other
+store contents copy the store and point the app at the copy with `configure_store`, then back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tiny_store import build_tiny_store
+
+from webapp.data import configure_store
+
+
+@pytest.fixture(scope="session")
+def webapp_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny store of the session (read-only: copy it before changing files)."""
+    return build_tiny_store(tmp_path_factory.mktemp("tiny_store"))
+
+
+@pytest.fixture(scope="session")
+def webapp_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FileSystemCache folder of the session's app."""
+    return tmp_path_factory.mktemp("webapp_cache")
+
+
+@pytest.fixture(scope="session")
+def webapp_app(webapp_store: Path, webapp_cache_dir: Path):
+    """The Dash app reading the tiny store (via CIRCUIT_SPARSITY_STORE), with a fresh cache folder."""
+    from webapp.app_factory import create_app
+    from webapp.cache import cache_config_from_env
+
+    previous = os.environ.get("CIRCUIT_SPARSITY_STORE")
+    os.environ["CIRCUIT_SPARSITY_STORE"] = str(webapp_store)
+    config = cache_config_from_env({"CIRCUIT_VIEWER_CACHE_DIR": str(webapp_cache_dir)})
+    app = create_app(cache_config=config)  # reads the store from CIRCUIT_SPARSITY_STORE
+    yield app
+    if previous is None:
+        os.environ.pop("CIRCUIT_SPARSITY_STORE", None)
+    else:
+        os.environ["CIRCUIT_SPARSITY_STORE"] = previous
+
+
+@pytest.fixture
+def webapp_context(webapp_app, webapp_store: Path) -> Iterator:
+    """An app context (needed by the cache) with the app reading the session's tiny store."""
+    configure_store(str(webapp_store))
+    with webapp_app.server.app_context():
+        yield webapp_app
+    configure_store(str(webapp_store))
