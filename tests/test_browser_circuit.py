@@ -27,7 +27,7 @@ def _wait_for_graph(dash_duo) -> int:
     """Wait until cytoscape holds the circuit's nodes; return how many it has."""
     count_js = (
         "var el = document.querySelector('#circuit-graph');"
-        f"return el && el._cyreg ? {CY}.nodes().length : 0;"
+        f"return el && el._cyreg ? {CY}.nodes().not('.row-label').length : 0;"
     )
     dash_duo.wait_for_element("#circuit-summary-text", timeout=20)
     deadline = time.monotonic() + 20

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dash import no_update
 from tiny_store import MODEL, SWEEP, TASK
 
 from webapp.data import configure_store
@@ -124,7 +125,7 @@ def test_circuit_graph_losses_per_sequence(webapp_context):
         *CIRCUIT, 0.0
     )
     assert messages == []
-    nodes = [e for e in elements if "source" not in e["data"]]
+    nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     assert len(nodes) == len(options) == 72
     # The tiny store writes losses doubled, as upstream files are; the page shows them halved once.
     assert "full model 0.1000, circuit 0.1500" in _text(summary)
@@ -237,6 +238,7 @@ def test_show_node_outside_circuit(webapp_context):
 def test_tapped_node_becomes_selection():
     circuit = _page("circuit")
     assert circuit.select_tapped_node({"id": "0.attn.k:2", "label": "x"}) == "0.attn.k:2"
+    assert circuit.select_tapped_node({"id": "row:0.attn.k", "label": "0.attn.k"}) is no_update
 
 
 def test_circuit_query_string(webapp_context):

@@ -93,7 +93,7 @@ def test_visible_edges_drop_zero_weights():
 
 def test_build_elements_nodes_and_edges():
     elements = graph.build_elements(_circuit(), threshold=0.5)
-    nodes = [e for e in elements if "source" not in e["data"]]
+    nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     edges = [e for e in elements if "source" in e["data"]]
     assert len(nodes) == 11
     assert {e["data"]["id"] for e in edges} == {
@@ -166,3 +166,22 @@ def test_node_options_follow_graph_order():
     assert values[0] == "0.attn.act_in:1"
     assert values[-1] == "1.attn.act_in:2"
     assert len(values) == 11
+
+
+def test_row_labels_left_of_every_row():
+    elements = graph.build_elements(_circuit(), threshold=0.0)
+    labels = [e for e in elements if e["classes"] == "row-label"]
+    nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
+    assert [e["data"]["label"] for e in labels] == [
+        "0.attn.act_in",
+        "0.attn.q",
+        "0.attn.k",
+        "0.attn.v",
+        "0.attn.resid_delta",
+        "0.mlp.post_act",
+        "1.attn.act_in",
+    ]
+    assert all(e["data"]["id"].startswith(graph.ROW_LABEL_PREFIX) for e in labels)
+    assert all(e["selectable"] is False for e in labels)
+    leftmost = min(e["position"]["x"] for e in nodes)
+    assert all(e["position"]["x"] < leftmost for e in labels)

@@ -94,7 +94,8 @@ def visible_edges(circuit: dict, threshold: float) -> list[dict]:
 
 
 def build_elements(circuit: dict, threshold: float) -> list[dict]:
-    """Cytoscape elements: every node at its preset position and the edges above the threshold."""
+    """Cytoscape elements: every node at its preset position, a label per row, and the edges above
+    the threshold."""
     positions = layout_positions(circuit["nodes"], circuit["d_head"])
     elements = []
     for node in circuit["nodes"]:
@@ -112,6 +113,7 @@ def build_elements(circuit: dict, threshold: float) -> list[dict]:
                 + ("" if has_importance else " no-importance"),
             }
         )
+    elements += row_label_elements(positions)
     for edge in visible_edges(circuit, threshold):
         elements.append(
             {
@@ -126,6 +128,29 @@ def build_elements(circuit: dict, threshold: float) -> list[dict]:
             }
         )
     return elements
+
+
+ROW_LABEL_PREFIX = "row:"
+
+
+def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
+    """One unselectable text node per row (e.g. `3.attn.q`), left of the widest row."""
+    if not positions:
+        return []
+    left = min(x for x, _ in positions.values()) - 3 * NODE_GAP
+    locations = sorted(
+        {node_id.rsplit(":", 1)[0] for node_id in positions}, key=lambda loc: -_row_y(loc)
+    )
+    return [
+        {
+            "data": {"id": f"{ROW_LABEL_PREFIX}{location}", "label": location},
+            "position": {"x": left, "y": _row_y(location)},
+            "classes": "row-label",
+            "selectable": False,
+            "grabbable": False,
+        }
+        for location in locations
+    ]
 
 
 def importance_range(circuit: dict) -> tuple[float, float]:
@@ -167,6 +192,18 @@ def build_stylesheet(
             },
         },
         {"selector": "node.no-importance", "style": {"background-color": "#ccc"}},
+        {
+            "selector": "node.row-label",
+            "style": {
+                "label": "data(label)",
+                "background-opacity": 0,
+                "border-width": 0,
+                "text-halign": "left",
+                "text-valign": "center",
+                "font-size": 11,
+                "color": "#555",
+            },
+        },
         {
             "selector": "edge",
             "style": {

@@ -99,7 +99,9 @@ def layout(**query) -> html.Div:
                 elements=[],
                 layout={"name": "preset", "fit": True, "padding": 20},
                 stylesheet=graph.build_stylesheet(-1e-9, 1e-9, 1.0),
-                autoRefreshLayout=False,
+                # A preset layout only places nodes, so re-running it when elements change is
+                # cheap; it also fits the new circuit into the view.
+                autoRefreshLayout=True,
                 autoungrabify=True,
                 boxSelectionEnabled=False,
                 minZoom=0.02,
@@ -207,7 +209,7 @@ def update_graph(model, task, sweep, k, threshold):
 )
 def select_tapped_node(tap_node_data):
     """Make a tapped graph node the selected node."""
-    if not tap_node_data:
+    if not tap_node_data or tap_node_data["id"].startswith(graph.ROW_LABEL_PREFIX):
         return dash.no_update
     return tap_node_data["id"]
 
