@@ -1,0 +1,194 @@
+"""Command line: `python -m pruning {prune,sweep,verify} ...`.
+
+    python -m pruning prune --model-dir store/models/NAME --task single_double_quote
+    python -m pruning sweep --model-dir store/models/NAME --task bracket_counting --ks 32 64 128
+    python -m pruning verify store/viz/NAME/TASK/prune_v4/k_optim/viz_data.pt \
+        --model-dir store/models/NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("pruning")
+
+DEFAULT_SWEEP_KS = (16, 32, 64, 128, 256, 512)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        type=Path,
+        help="model folder (beeg_config.json, final_model.pt)",
+    )
+    parser.add_argument(
+        "--task", required=True, help="task name (see registry.tasks.list_task_names)"
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="store root to write viz/ under (default: two levels above --model-dir when it is <store>/models/<name>)",
+    )
+
+    # Mask training and k search.
+    parser.add_argument(
+        "--target-loss",
+        type=float,
+        default=0.15,
+        help="per-sequence task loss the k search aims for",
+    )
+    parser.add_argument("--n-steps", type=int, default=300, help="mask training steps")
+    parser.add_argument("--k-coef", type=float, default=1e-4, help="penalty per open gate")
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate of the taus")
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per training step")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the gate initialisation and batch order"
+    )
+
+    # Validation-corpus windows for the ablation means and the activation examples.
+    parser.add_argument(
+        "--mean-windows", type=int, default=256, help="validation windows for the ablation means"
+    )
+    parser.add_argument(
+        "--window-len",
+        type=int,
+        default=128,
+        help="tokens per validation window (capped at block_size)",
+    )
+    parser.add_argument(
+        "--example-windows",
+        type=int,
+        default=64,
+        help="validation windows searched for top/bottom examples (0: none)",
+    )
+
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also write the gradient-attribution baseline sweep",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show tqdm progress bars",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pruning", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prune = commands.add_parser("prune", help="find the k_optim circuit of one task (and any --k)")
+    _add_run_options(prune)
+    prune.add_argument(
+        "--k", type=int, nargs="*", default=[], help="also write circuits with these node counts"
+    )
+
+    sweep = commands.add_parser(
+        "sweep", help="write circuits at several k plus k_optim, and sweep.json"
+    )
+    _add_run_options(sweep)
+    sweep.add_argument(
+        "--ks", type=int, nargs="+", default=list(DEFAULT_SWEEP_KS), help="node counts to write"
+    )
+
+    verify = commands.add_parser("verify", help="rerun a viz_data circuit with real interventions")
+    verify.add_argument("viz_data", type=Path, help="path of a viz_data.pt")
+    verify.add_argument(
+        "--model-dir", required=True, type=Path, help="model folder the circuit came from"
+    )
+    verify.add_argument("--seed", type=int, default=0, help="seed of the random comparison circuit")
+    return parser
+
+
+def _store_root(args, parser) -> Path:
+    if args.store is not None:
+        return args.store
+    model_dir = args.model_dir.resolve()
+    if model_dir.parent.name == "models":
+        return model_dir.parent.parent
+    parser.error(f"--store is required: {args.model_dir} is not inside a <store>/models/ folder")
+
+
+def _run(args, parser) -> int:
+    from pruning.config import PruneConfig
+    from pruning.run import load_setup, rank_by_attribution, rank_by_mask_training, run_sweep
+
+    store_root = _store_root(args, parser)
+    try:
+        config = PruneConfig(
+            target_loss=args.target_loss,
+            n_steps=args.n_steps,
+            k_coef=args.k_coef,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    setup = load_setup(
+        args.model_dir,
+        args.task,
+        config,
+        n_mean_windows=args.mean_windows,
+        window_len=args.window_len,
+        n_example_windows=args.example_windows,
+        progress=args.progress,
+    )
+    ks = args.k if args.command == "prune" else args.ks
+    summary = run_sweep(setup, rank_by_mask_training(setup), store_root=store_root, ks=ks)
+    print(f"{args.task}: k_optim={summary['k_optim']} of {summary['num_total_nodes']} nodes")
+    if args.baseline:
+        setup.timings.clear()
+        baseline = run_sweep(setup, rank_by_attribution(setup), store_root=store_root, ks=ks)
+        print(f"{args.task} (attribution baseline): k_optim={baseline['k_optim']}")
+    return 0
+
+
+def _verify(args) -> int:
+    from inference.gpt import load_model
+    from pruning.verify import losses_match, verify_viz_data
+
+    model = load_model(str(args.model_dir))
+    results = verify_viz_data(args.viz_data, model, seed=args.seed)
+    print(
+        f"verify {args.viz_data} ({int(results['n_nodes'])} nodes), per-sequence task loss on test pairs:"
+    )
+    rows = [
+        ("stored interv_loss / 2", "stored_interv_loss"),
+        ("(a) circuit, others mean-ablated", "circuit"),
+        ("    same, without logit calibration", "circuit_uncalibrated"),
+        ("(b) circuit nodes ablated", "circuit_ablated"),
+        ("(c) random circuit, same size", "random_circuit"),
+        ("full model", "full_model"),
+    ]
+    for label, key in rows:
+        print(f"  {label:<38} {results[key]:.5f}")
+    if not losses_match(results):
+        print("MISMATCH: the recomputed circuit loss differs from the stored interv_loss")
+        return 1
+    print("OK: the recomputed circuit loss equals the stored interv_loss")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    if args.command == "verify":
+        return _verify(args)
+    return _run(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

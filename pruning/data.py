@@ -1,0 +1,107 @@
+"""Task pairs as padded token batches, and the two-token task loss at the last real position.
+
+A batch of B pairs becomes 2B sequences: the B `inputs` first, then the B
+`patch_from_inputs`, right-padded with token 0. For sequence n the loss is
+-log softmax([logit(target), logit(alt)])[correct], where the correct token is
+the target for the first half and the alternative for the second half. Losses
+here are per sequence; the viz-data files store twice that value (the sum over
+the pair), following the upstream convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from registry.tasks import Datapoint
+
+
+@dataclass
+class PairBatch:
+    """2B right-padded sequences with their lengths and answer tokens."""
+
+    tokens: torch.Tensor  # (2B, T) long, padded with 0
+    lengths: torch.Tensor  # (2B,) long
+    target: torch.Tensor  # (2B,) long: the datapoint's target token (same for both halves)
+    alt: torch.Tensor  # (2B,) long: the datapoint's alternative token
+    is_patch: torch.Tensor  # (2B,) bool: True for the second half, whose correct token is alt
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def make_batch(datapoints: Sequence[Datapoint], block_size: int) -> PairBatch:
+    """Pad a list of pairs into one batch, first all inputs then all patched sequences."""
+    if not datapoints:
+        raise ValueError("make_batch needs at least one datapoint")
+    sequences = [d.inputs for d in datapoints] + [d.patch_from_inputs for d in datapoints]
+    longest = max(len(s) for s in sequences)
+    if longest > block_size:
+        raise ValueError(
+            f"a task sequence has {longest} tokens but the model's block_size is {block_size}; "
+            "use a task with shorter prompts or a model with a longer context"
+        )
+    if min(len(s) for s in sequences) == 0:
+        raise ValueError("a task sequence is empty; every prompt needs at least one token")
+
+    tokens = torch.zeros(len(sequences), longest, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    target = torch.tensor([d.target_tokid for d in datapoints] * 2, dtype=torch.long)
+    alt = torch.tensor([d.target_alt_tokid for d in datapoints] * 2, dtype=torch.long)
+    n = len(datapoints)
+    return PairBatch(
+        tokens=tokens,
+        lengths=torch.tensor([len(s) for s in sequences], dtype=torch.long),
+        target=target,
+        alt=alt,
+        is_patch=torch.arange(2 * n) >= n,
+    )
+
+
+def answer_logits(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """Return (2B, 2) logits of [target, alt] at each sequence's last real position."""
+    rows = torch.arange(len(batch), device=logits.device)
+    last = logits[rows, batch.lengths.to(logits.device) - 1]  # (2B, vocab_size)
+    pair = torch.stack([batch.target, batch.alt], dim=1).to(logits.device)
+    return last.gather(1, pair)
+
+
+def sequence_losses(
+    pair_logits: torch.Tensor, batch: PairBatch, scale=1.0, shift=0.0
+) -> torch.Tensor:
+    """Return the (2B,) per-sequence losses from [target, alt] logits.
+
+    `scale` multiplies both logits and `shift` is added to the target token's
+    logit, the calibration fitted by `fit_logit_calibration`.
+    """
+    log_odds = scale * (pair_logits[:, 0] - pair_logits[:, 1]) + shift  # log p(target)/p(alt)
+    sign = 1.0 - 2.0 * batch.is_patch.to(log_odds.device, log_odds.dtype)
+    return -F.logsigmoid(sign * log_odds)
+
+
+def fit_logit_calibration(
+    pair_logits: torch.Tensor, batch: PairBatch, n_steps: int
+) -> tuple[float, float]:
+    """Fit a scale and shift of the [target, alt] logits with LBFGS, minimizing the mean loss."""
+    pair_logits = pair_logits.detach().double()
+    scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    if n_steps == 0:
+        return 1.0, 0.0
+    optimizer = torch.optim.LBFGS([scale, shift], lr=1.0, max_iter=n_steps)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = sequence_losses(pair_logits, batch, scale, shift).mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    scale, shift = scale.detach(), shift.detach()
+    if not (torch.isfinite(scale) and torch.isfinite(shift)):
+        return 1.0, 0.0
+    return float(scale), float(shift)

@@ -1,0 +1,160 @@
+"""Run a whole sweep for one task: rank nodes, search k, write every circuit and sweep.json."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from inference.circuit import num_total_nodes
+from pruning.attribution import attribution_scores
+from pruning.pipeline import PruneSetup, Ranking, build_viz_data, loss_curve, phase
+from pruning.search import search_k
+from pruning.train import train_gates
+from pruning.vizdata import (
+    K_OPTIM,
+    SWEEP_FILE,
+    sweep_dir,
+    viz_dir,
+    write_sweep_json,
+    write_viz_data,
+)
+
+logger = logging.getLogger(__name__)
+
+PRUNE_SWEEP = "prune_v4"
+ATTRIBUTION_SWEEP = "attribution_topk"
+
+
+def rank_by_mask_training(setup: PruneSetup) -> Ranking:
+    with phase("mask training", setup.timings):
+        gates, history = train_gates(
+            setup.model, setup.task.xs, setup.means, setup.config, progress=setup.progress
+        )
+    return Ranking(method=PRUNE_SWEEP, scores=gates.scores(), history=history)
+
+
+def rank_by_attribution(setup: PruneSetup) -> Ranking:
+    with phase("gradient attribution", setup.timings):
+        scores = attribution_scores(
+            setup.model, setup.task.xs, setup.means, setup.config.batch_size
+        )
+    return Ranking(method=ATTRIBUTION_SWEEP, scores=scores, history=[])
+
+
+def default_curve_ks(n_total: int) -> list[int]:
+    """Return 0, the powers of two below `n_total`, and `n_total`."""
+    powers = [2**i for i in range(int(math.log2(max(1, n_total))) + 1) if 2**i < n_total]
+    return [0, *powers, n_total]
+
+
+def run_sweep(
+    setup: PruneSetup,
+    ranking: Ranking,
+    *,
+    store_root: str | Path,
+    ks: Sequence[int] = (),
+    sweep_name: str | None = None,
+    write_k_optim: bool = True,
+) -> dict:
+    """Search k, write a viz_data file for each k (and k_optim) and the sweep.json summary."""
+    sweep_name = sweep_name or ranking.method
+    config = setup.config
+    n_total = num_total_nodes(setup.model.config)
+    bad = [k for k in ks if not 0 <= k <= n_total]
+    if bad:
+        raise ValueError(f"k values {bad} are outside [0, {n_total}], this model's node count")
+
+    with phase("k search", setup.timings):
+        k_optim, search_history = search_k(
+            setup.model, ranking.scores, setup.means, setup.search_batch, config.target_loss
+        )
+    logger.info("k search: k_optim=%d after %d evaluations", k_optim, len(search_history))
+
+    with phase("loss curve", setup.timings):
+        curve = loss_curve(setup, ranking, [*default_curve_ks(n_total), *ks, k_optim])
+
+    written: list[int | str] = []
+    shared = {
+        "sweep": sweep_name,
+        "k_sweep": [[p["k"], p["loss_per_sequence"]] for p in curve],
+        "k_search": [list(item) for item in search_history],
+        "target_loss_per_sequence": config.target_loss,
+    }
+    labels = [(k, str(k)) for k in sorted(set(ks))]
+    if write_k_optim:
+        labels.append((k_optim, K_OPTIM))
+    for k, label in labels:
+        started = time.perf_counter()
+        viz = build_viz_data(setup, ranking, k, k_label=label, extra_config=shared)
+        path = viz_dir(store_root, setup.model_name, setup.task.name, sweep_name, label)
+        write_viz_data(viz, path / "viz_data.pt")
+        logger.info("circuit k=%s: %.2f s", label, time.perf_counter() - started)
+        written.append(label if label == K_OPTIM else k)
+
+    summary = {
+        "model": setup.model_name,
+        "task": setup.task.name,
+        "method": ranking.method,
+        "num_total_nodes": n_total,
+        "k_optim": k_optim,
+        "target_loss_per_sequence": config.target_loss,
+        "full_model_loss_per_sequence": setup.full_loss,
+        "eval_split": "test",
+        "points": curve,
+        "written_ks": written,
+        "timings_seconds": dict(setup.timings),
+    }
+    sweep_folder = sweep_dir(store_root, setup.model_name, setup.task.name, sweep_name)
+    write_sweep_json(summary, sweep_folder / SWEEP_FILE)
+    return summary
+
+
+def load_setup(
+    model_dir: str | Path,
+    task_name: str,
+    config,
+    *,
+    n_mean_windows: int,
+    window_len: int,
+    n_example_windows: int,
+    progress: bool,
+) -> PruneSetup:
+    """Load the model, task, validation windows and (cached) ablation means for a run."""
+    from inference.gpt import load_model
+    from pruning.means import cached_means, model_file_identity, validation_windows
+    from registry.tasks import get_task
+    from registry.tokenizer import get_encoding
+
+    timings: dict[str, float] = {}
+    with phase("load model and task", timings):
+        model = load_model(str(model_dir))
+        encoding = get_encoding(model.config.tokenizer_name)
+        task = get_task(task_name, model.config.tokenizer_name)
+    with phase("ablation means", timings):
+        window_len = min(window_len, model.config.block_size)
+        windows = validation_windows(encoding, n_mean_windows, window_len)
+        means = cached_means(model, windows, identity=model_file_identity(model_dir))
+    step = max(1, len(windows) // max(1, n_example_windows))
+    example_windows = windows[::step][:n_example_windows] if n_example_windows else None
+    with phase("full model loss", timings):
+        setup = PruneSetup(
+            model=model,
+            task=task,
+            means=means,
+            config=config,
+            model_name=Path(model_dir).resolve().name,
+            windows=example_windows,
+            progress=progress,
+            timings=timings,
+        )
+    logger.info(
+        "task %s: %d train / %d test pairs; full-model loss %.4f per sequence",
+        task.name,
+        len(task.xs),
+        len(task.xs_test),
+        setup.full_loss,
+    )
+    return setup

@@ -1,0 +1,121 @@
+"""Circuits from node scores: keep the top k nodes, evaluate them, and bisect k.
+
+A circuit keeps the k nodes with the highest score (tau after mask training, or
+an attribution score for the baseline) and mean-ablates every other node through
+`inference.circuit.apply_circuit`, the same function the verifier and the web
+app use. `search_k` bisects for the smallest k whose per-sequence task loss is at
+most the target; the loss is close to, but not exactly, monotonic in k, so the
+result is what the bisection finds rather than a proven minimum.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+
+from inference.circuit import apply_circuit, location_width, node_locations
+from pruning.data import PairBatch, answer_logits, sequence_losses
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH_SEQUENCES = 512
+
+
+def circuit_from_scores(config, scores: Mapping[str, torch.Tensor], k: int) -> dict:
+    """Return location -> sorted LongTensor of the k highest-scoring nodes (ties: lower index)."""
+    locations = node_locations(config)
+    flat = torch.cat([scores[location].float() for location in locations])
+    if not 0 <= k <= flat.numel():
+        raise ValueError(f"k={k} is outside [0, {flat.numel()}], the model's number of nodes")
+    order = torch.argsort(flat, descending=True, stable=True)[:k]
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order] = True
+
+    circuit = {}
+    offset = 0
+    for location in locations:
+        width = location_width(config, location)
+        circuit[location] = torch.nonzero(keep[offset : offset + width]).flatten()
+        offset += width
+    return circuit
+
+
+def circuit_size(circuit: Mapping[str, torch.Tensor]) -> int:
+    return sum(int(ids.numel()) for ids in circuit.values())
+
+
+@torch.no_grad()
+def circuit_pair_logits(
+    model, circuit, means, batch: PairBatch, *, invert: bool = False
+) -> torch.Tensor:
+    """Return (2B, 2) [target, alt] logits with everything outside `circuit` mean-ablated.
+
+    With `invert=True` the circuit's own nodes are ablated instead. `circuit=None`
+    runs the full model.
+    """
+    outputs = []
+    for start in range(0, len(batch), EVAL_BATCH_SEQUENCES):
+        rows = slice(start, start + EVAL_BATCH_SEQUENCES)
+        tokens = batch.tokens[rows]
+        if circuit is None:
+            logits = model(tokens)[0]
+        else:
+            with apply_circuit(model, circuit, means, invert=invert):
+                logits = model(tokens)[0]
+        outputs.append(answer_logits(logits, _slice_batch(batch, rows)))
+    return torch.cat(outputs)
+
+
+def _slice_batch(batch: PairBatch, rows: slice) -> PairBatch:
+    return PairBatch(
+        tokens=batch.tokens[rows],
+        lengths=batch.lengths[rows],
+        target=batch.target[rows],
+        alt=batch.alt[rows],
+        is_patch=batch.is_patch[rows],
+    )
+
+
+def circuit_loss(model, circuit, means, batch: PairBatch, *, invert=False, scale=1.0, shift=0.0):
+    """Return the mean per-sequence task loss of a circuit (see `circuit_pair_logits`)."""
+    pair_logits = circuit_pair_logits(model, circuit, means, batch, invert=invert)
+    return float(sequence_losses(pair_logits, batch, scale, shift).mean())
+
+
+def search_k(
+    model, scores, means, batch: PairBatch, target_loss: float
+) -> tuple[int, list[tuple[int, float]]]:
+    """Bisect for the smallest k whose top-k circuit has loss <= `target_loss` on `batch`.
+
+    Returns k and the (k, loss) of every evaluation in order. When even all nodes
+    miss the target, returns the total node count and logs a warning.
+    """
+    n_total = sum(location_width(model.config, loc) for loc in node_locations(model.config))
+    history: list[tuple[int, float]] = []
+
+    def loss_at(k: int) -> float:
+        loss = circuit_loss(model, circuit_from_scores(model.config, scores, k), means, batch)
+        history.append((k, loss))
+        logger.debug("k search: k=%d loss=%.4f", k, loss)
+        return loss
+
+    if loss_at(n_total) > target_loss:
+        logger.warning(
+            "the full model's loss %.4f on the search pairs is above the target %.4f; "
+            "keeping all %d nodes",
+            history[-1][1],
+            target_loss,
+            n_total,
+        )
+        return n_total, history
+
+    low, high = 0, n_total
+    while low < high:
+        middle = (low + high) // 2
+        if loss_at(middle) <= target_loss:
+            high = middle
+        else:
+            low = middle + 1
+    return high, history

@@ -1,0 +1,297 @@
+"""End-to-end pruning on a tiny random model: every viz_data field, sweep.json, verify, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from inference.circuit import node_locations, num_total_nodes
+from inference.gpt import GPT, GPTConfig
+from pruning.__main__ import main
+from pruning.config import PruneConfig
+from pruning.means import cached_means, compute_means
+from pruning.pipeline import PruneSetup
+from pruning.run import rank_by_attribution, rank_by_mask_training, run_sweep
+from pruning.verify import losses_match, random_circuit, verify_viz_data
+from registry.tasks import get_task
+
+TASK = "single_double_quote"
+
+
+def tiny_config(**overrides) -> GPTConfig:
+    settings = dict(
+        block_size=128,
+        vocab_size=2048,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        d_mlp=32,
+        tokenizer_name="stdlib_2k",
+        bias=True,
+    )
+    settings.update(overrides)
+    return GPTConfig(**settings)
+
+
+def save_model(model: GPT, folder) -> None:
+    folder.mkdir(parents=True)
+    (folder / "beeg_config.json").write_text(json.dumps(model.config.to_dict()))
+    torch.save(model.state_dict(), folder / "final_model.pt")
+
+
+@pytest.fixture(scope="module")
+def sweep_result(tmp_path_factory):
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    store = tmp_path_factory.mktemp("store")
+    save_model(model, store / "models" / "tiny")
+    windows = torch.randint(0, 2047, (8, 32), generator=torch.Generator().manual_seed(0))
+    setup = PruneSetup(
+        model=model,
+        task=get_task(TASK),
+        means=compute_means(model, windows),
+        config=PruneConfig(
+            n_steps=8,
+            n_search_pairs=32,
+            n_eval_pairs=32,
+            n_node_ablation_pairs=4,
+            n_task_sample_pairs=3,
+            max_exact_node_ablations=16,
+        ),
+        model_name="tiny",
+        windows=windows[:4],
+        progress=False,
+    )
+    summary = run_sweep(setup, rank_by_mask_training(setup), store_root=store, ks=[4, 40])
+    return store, model, summary
+
+
+def load(store, k, sweep="prune_v4"):
+    path = store / "viz" / "tiny" / TASK / sweep / str(k) / "viz_data.pt"
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_viz_data_has_every_field(sweep_result):
+    store, model, _ = sweep_result
+    viz = load(store, 4)
+    expected = {
+        "circuit_data",
+        "samples",
+        "importances",
+        "all_loss",
+        "num_total_nodes",
+        "prune_config",
+        "ablation_means",
+        "task_sample_lengths",
+    }
+    assert set(viz) == expected
+    importances = viz["importances"]
+    assert set(importances) == {
+        "beeg_model_config",
+        "loss",
+        "interv_loss",
+        "ch_interv_losses",
+        "layer_interv_losses",
+        "pair_data",
+        "pair_data_connections",
+        "task_samples",
+    }
+    assert viz["num_total_nodes"] == num_total_nodes(model.config)
+    assert importances["beeg_model_config"]["d_model"] == 16
+    assert set(viz["ablation_means"]) == set(node_locations(model.config))
+
+
+def test_circuit_data_has_k_nodes(sweep_result):
+    store, model, _ = sweep_result
+    viz = load(store, 40)
+    circuit = viz["circuit_data"]
+    assert set(circuit) == set(node_locations(model.config))
+    assert sum(ids.numel() for ids in circuit.values()) == 40
+    assert all(ids.dtype == torch.long for ids in circuit.values())
+    assert viz["prune_config"]["k"] == 40
+    assert viz["prune_config"]["ch_interv_losses_method"] == "first_order"
+    assert load(store, 4)["prune_config"]["ch_interv_losses_method"] == "exact"
+
+
+def test_losses_use_pair_sum_convention(sweep_result):
+    store, _, _ = sweep_result
+    viz = load(store, 4)
+    prune_config = viz["prune_config"]
+    importances = viz["importances"]
+    assert importances["interv_loss"] == pytest.approx(2 * prune_config["interv_loss_per_sequence"])
+    assert importances["loss"] == pytest.approx(2 * prune_config["full_model_loss_per_sequence"])
+    assert viz["all_loss"][-1][1] == pytest.approx(importances["interv_loss"])
+
+
+def test_node_and_block_losses_match_circuit(sweep_result):
+    store, model, _ = sweep_result
+    viz = load(store, 4)
+    circuit = viz["circuit_data"]
+    node_losses = viz["importances"]["ch_interv_losses"]
+    for loc, ids in circuit.items():
+        assert len(node_losses[loc]) == ids.numel()
+    expected_blocks = {f"{i}.{b}" for i in range(model.config.n_layer) for b in ("attn", "mlp")}
+    assert set(viz["importances"]["layer_interv_losses"]) == expected_blocks
+
+
+def test_pair_data_shapes_and_bias(sweep_result):
+    store, model, _ = sweep_result
+    viz = load(store, 40)
+    circuit = viz["circuit_data"]
+    entries = viz["importances"]["pair_data"]
+    assert len(entries) == 6 * model.config.n_layer
+    for matrix, src_ids, tgt_ids, (src_loc, tgt_loc) in entries:
+        assert src_ids[-1] == "bias"
+        assert src_ids[:-1] == circuit[src_loc].tolist()
+        assert tgt_ids == circuit[tgt_loc].tolist()
+        assert tuple(matrix.shape) == (len(src_ids), len(tgt_ids))
+
+    # Spot-check one weight against the model: act_in -> q of layer 0.
+    matrix, src_ids, tgt_ids, _ = entries[0]
+    if len(src_ids) > 1 and tgt_ids:
+        weight = model.transformer.h[0].attn.c_attn.weight
+        assert matrix[0, 0].item() == pytest.approx(weight[tgt_ids[0], src_ids[0]].item())
+
+
+def test_residual_connections_link_same_channel(sweep_result):
+    store, _, _ = sweep_result
+    viz = load(store, 40)
+    for matrix, src_ids, tgt_ids, (src_loc, tgt_loc) in viz["importances"]["pair_data_connections"]:
+        assert src_loc.endswith("resid_delta")
+        assert tgt_loc.endswith("act_in")
+        for row, column in torch.nonzero(matrix).tolist():
+            assert src_ids[row] == tgt_ids[column]
+
+
+def test_task_samples_padded_and_halved(sweep_result):
+    store, _, _ = sweep_result
+    viz = load(store, 40)
+    tokens, activations = viz["importances"]["task_samples"]
+    lengths = viz["task_sample_lengths"]
+    assert tokens.shape[0] == 6
+    assert lengths.shape == (6,)
+    task = get_task(TASK)
+    assert tokens[0, : lengths[0]].tolist() == task.xs_test[0].inputs
+    assert tokens[3, : lengths[3]].tolist() == task.xs_test[0].patch_from_inputs
+    for row, length in enumerate(lengths.tolist()):
+        assert bool((tokens[row, length:] == 0).all())
+    for loc, per_node in activations.items():
+        assert set(per_node) == set(viz["circuit_data"][loc].tolist())
+        for values in per_node.values():
+            assert values.shape == tokens.shape
+
+
+def test_samples_have_bands(sweep_result):
+    store, _, _ = sweep_result
+    viz = load(store, 40)
+    samples = viz["samples"]
+    assert samples
+    for loc, per_node in samples.items():
+        assert set(per_node) == set(viz["circuit_data"][loc].tolist())
+        for bands in per_node.values():
+            assert set(bands) == {0.001, 0.01, 0.1, 0.5}
+            bottom, top = bands[0.1]
+            assert top
+            tokens, values, position = top[0]
+            assert tokens.shape == values.shape
+            assert 0 <= position < tokens.numel()
+            assert values[position] >= bottom[0][1][bottom[0][2]]
+
+
+def test_sweep_json_and_k_optim(sweep_result):
+    store, model, summary = sweep_result
+    sweep_file = store / "viz" / "tiny" / TASK / "prune_v4" / "sweep.json"
+    saved = json.loads(sweep_file.read_text())
+    assert saved["k_optim"] == summary["k_optim"]
+    assert saved["written_ks"] == [4, 40, "k_optim"]
+    ks = [point["k"] for point in saved["points"]]
+    assert ks == sorted(ks)
+    assert ks[-1] == num_total_nodes(model.config)
+    viz = load(store, "k_optim")
+    assert viz["prune_config"]["k_label"] == "k_optim"
+    assert viz["prune_config"]["k"] == summary["k_optim"]
+
+
+def test_verify_matches_stored_loss(sweep_result):
+    store, model, _ = sweep_result
+    for k in (4, 40, "k_optim"):
+        path = store / "viz" / "tiny" / TASK / "prune_v4" / str(k) / "viz_data.pt"
+        results = verify_viz_data(path, model)
+        assert losses_match(results), results
+
+
+def test_verify_cli_reports_ok(sweep_result, capsys):
+    store, _, _ = sweep_result
+    path = store / "viz" / "tiny" / TASK / "prune_v4" / "4" / "viz_data.pt"
+    code = main(["verify", str(path), "--model-dir", str(store / "models" / "tiny")])
+    output = capsys.readouterr().out
+    assert code == 0
+    assert "(b) circuit nodes ablated" in output
+    assert "OK" in output
+
+
+def test_verify_detects_tampered_loss(sweep_result, tmp_path):
+    store, model, _ = sweep_result
+    viz = load(store, 4)
+    viz["importances"]["interv_loss"] += 0.5
+    path = tmp_path / "viz_data.pt"
+    torch.save(viz, path)
+    assert not losses_match(verify_viz_data(path, model))
+
+
+def test_random_circuit_size():
+    config = tiny_config()
+    circuit = random_circuit(config, 25, seed=3)
+    assert sum(ids.numel() for ids in circuit.values()) == 25
+
+
+def test_attribution_baseline_sweep(sweep_result):
+    store, model, _ = sweep_result
+    windows = torch.randint(0, 2047, (4, 16), generator=torch.Generator().manual_seed(2))
+    setup = PruneSetup(
+        model=model,
+        task=get_task(TASK),
+        means=compute_means(model, windows),
+        config=PruneConfig(
+            n_search_pairs=16, n_eval_pairs=16, n_node_ablation_pairs=2, n_task_sample_pairs=2
+        ),
+        model_name="tiny",
+        progress=False,
+    )
+    ranking = rank_by_attribution(setup)
+    assert all(bool((scores >= 0).all()) for scores in ranking.scores.values())
+    summary = run_sweep(setup, ranking, store_root=store, ks=[8], write_k_optim=False)
+    assert summary["method"] == "attribution_topk"
+    assert load(store, 8, sweep="attribution_topk")["samples"] == {}
+
+
+def test_means_cache_round_trip(tmp_path):
+    model = GPT(tiny_config(n_layer=1))
+    windows = torch.randint(0, 2047, (2, 8), generator=torch.Generator().manual_seed(4))
+    first = cached_means(model, windows, identity="abc", cache_root=tmp_path)
+    files = list((tmp_path / "ablation_means").glob("*.pt"))
+    assert len(files) == 1
+    with torch.no_grad():
+        model.transformer.wte.weight.add_(1.0)  # a cache hit must not recompute
+    second = cached_means(model, windows, identity="abc", cache_root=tmp_path)
+    for loc in first:
+        assert torch.equal(first[loc], second[loc])
+
+
+@pytest.mark.slow
+def test_prune_cli_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CIRCUIT_SPARSITY_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(1)
+    model_dir = tmp_path / "store" / "models" / "cli_tiny"
+    save_model(GPT(tiny_config(n_layer=1)), model_dir)
+    arguments = ["prune", "--model-dir", str(model_dir), "--task", "bracket_counting"]
+    arguments += ["--n-steps", "4", "--mean-windows", "4", "--window-len", "32"]
+    arguments += ["--example-windows", "2", "--no-progress", "--k", "8"]
+    assert main(arguments) == 0
+    sweep = tmp_path / "store" / "viz" / "cli_tiny" / "bracket_counting" / "prune_v4"
+    assert (sweep / "8" / "viz_data.pt").is_file()
+    assert (sweep / "k_optim" / "viz_data.pt").is_file()
+    assert (sweep / "sweep.json").is_file()
+    assert "k_optim=" in capsys.readouterr().out
