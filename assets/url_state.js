@@ -1,6 +1,6 @@
 // Write a page's view state into the address bar without a reload or a page re-render.
-// A server callback builds the query string (webapp/url_state.py); this only applies it, with
-// history.replaceState so the Back button still leaves the page instead of stepping through edits.
+// A server callback builds the query string (webapp/url_state.py) and this function applies it.
+// It uses history.replaceState, so the Back button leaves the page instead of stepping through edits.
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
     url_state: {
         replace_query: function (query) {

@@ -24,7 +24,7 @@ def _start(dash_duo, app) -> str:
 
 
 def _wait_for_graph(dash_duo) -> int:
-    """Wait until cytoscape holds the circuit's nodes; return how many it has."""
+    """Wait until cytoscape contains the circuit's nodes, and return how many it has."""
     count_js = (
         "var el = document.querySelector('#circuit-graph');"
         f"return el && el._cyreg ? {CY}.nodes().not('.row-label').length : 0;"

@@ -241,6 +241,21 @@ def test_tapped_node_becomes_selection():
     assert circuit.select_tapped_node({"id": "row:0.attn.k", "label": "0.attn.k"}) is no_update
 
 
+def test_search_keeps_selection_while_loading():
+    circuit = _page("circuit")
+    assert circuit.select_searched_node("0.attn.k:2", "0.attn.q:1") == "0.attn.k:2"
+    assert circuit.select_searched_node(None, "0.attn.q:1") is no_update
+    assert circuit.select_searched_node("0.attn.q:1", "0.attn.q:1") is no_update
+
+
+def test_search_shows_selection_once_listed():
+    circuit = _page("circuit")
+    options = [{"label": "0.attn.q:1 (head 0, channel 1)", "value": "0.attn.q:1"}]
+    assert circuit.show_selected_in_search("0.attn.q:1", options) == "0.attn.q:1"
+    assert circuit.show_selected_in_search("0.attn.q:1", []) is None
+    assert circuit.show_selected_in_search("0.attn.k:9", options) is None
+
+
 def test_circuit_query_string(webapp_context):
     query = _page("circuit").serialise_query(*CIRCUIT, 0.2, "0.attn.q:4", "0.01")
     assert query == (

@@ -1,9 +1,9 @@
 """Build a tiny store in a folder for the web app tests: one random model, its curves and circuits.
 
-The circuit files follow the viz_data.pt schema (DESIGN.md section 6 in the shared docs): kept nodes
-are a fixed random subset of each location, activations come from running the tiny model on two
-code snippets, edge weights are the model's own weights between kept nodes, and stored task losses
-use upstream's doubled convention, as released files do.
+The circuit files follow the viz_data.pt schema that registry.viz validates. Kept nodes are a
+fixed random subset of each location, and activations come from running the tiny model on two code
+snippets. Edge weights are the model's own weights between kept nodes. Stored task losses use
+upstream's doubled convention, as released files do.
 
 Layout written (model `tiny`, task `quote_task`, sweep `prune_test`):
     models/tiny/{beeg_config.json, final_model.pt}

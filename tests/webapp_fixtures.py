@@ -1,7 +1,7 @@
 """Fixtures for the web app tests: a tiny store, the one Dash app of the session, a context.
 
 tests/conftest.py loads this module as a pytest plugin, so every test can request the fixtures.
-Dash registers page callbacks globally, so the session creates one app; tests that need other
+Dash registers page callbacks globally, so the session creates one app. Tests that need other
 store contents copy the store and point the app at the copy with `configure_store`, then back.
 """
 

@@ -1,8 +1,8 @@
 """The shared Flask-Caching instance and the backends it may use.
 
 Data functions in `webapp.data` are memoized with `cache.memoize()`. Their arguments are ids (model,
-task, sweep, k, node) plus a `FileIdentity` of the store file, so a rewritten file gets a new key;
-never tensors or models, whose repr() is not a content key.
+task, sweep, k, node) plus a `FileIdentity` of the store file, so a rewritten file gets a new key.
+They are never tensors or models, because memoize keys come from repr(), which is no content key.
 
 Cached values are JSON, not pickle: both backends below swap cachelib's pickle serializer for JSON,
 so reading the cache cannot run code. Memoized functions therefore return JSON-native values
@@ -111,7 +111,7 @@ def init_cache(server: Flask, config: dict[str, Any] | None = None) -> Cache:
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """What makes a store file's content distinct for caching: its path, size and mtime (ns)."""
+    """Cache identity of a store file: its path, size and mtime in nanoseconds."""
 
     path: str
     size: int

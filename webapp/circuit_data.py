@@ -26,7 +26,7 @@ EXAMPLE_RADIUS = 24  # tokens shown on each side of an example's marked position
 
 
 def viz_relpath(model: str, task: str, sweep: str, k: str) -> tuple[str, FileIdentity]:
-    """Check the ids against the catalogue; return the viz_data.pt path and its identity."""
+    """Check the ids against the catalogue, then return the viz_data.pt path and its identity."""
     relpath = catalogue.check_viz_key(model, task, sweep, k, get_store())
     _, identity = file_identity(relpath)
     return relpath, identity
@@ -44,7 +44,7 @@ def _as_list(values: Any) -> list:
 
 
 def load_circuit(model: str, task: str, sweep: str, k: str) -> dict[str, Any]:
-    """The circuit as the JSON-native dict that `webapp.graph` draws (see that module)."""
+    """Load the circuit as the JSON-native dict that `webapp.graph` draws (see that module)."""
     relpath, identity = viz_relpath(model, task, sweep, k)
     return _circuit_payload(relpath, identity)
 
@@ -77,7 +77,7 @@ def _circuit_payload(relpath: str, identity: FileIdentity) -> dict[str, Any]:
 
 
 def _nodes(circuit_data: dict, ch_interv_losses: dict, interv_loss: float) -> list[dict]:
-    """One dict per kept node; importance is the loss rise when it is ablated too (None if absent)."""
+    """Build one dict per kept node, with importance = loss rise when it is ablated too, or None."""
     nodes = []
     for location, kept in circuit_data.items():
         if not is_location(location):
@@ -141,7 +141,7 @@ def _labels(encoding: Any, token_ids: list[int]) -> list[str]:
 
 
 def _node_values(table: dict, index: int) -> Any:
-    """The entry of a node-keyed dict; keys may be ints or 0-d tensors in stored files."""
+    """Look up a node in a node-keyed dict whose keys may be ints or 0-d tensors."""
     if index in table:
         return table[index]
     for key, values in table.items():
@@ -151,7 +151,7 @@ def _node_values(table: dict, index: int) -> Any:
 
 
 def node_task_heatmap(model: str, task: str, sweep: str, k: str, node: str) -> list[dict]:
-    """Heatmap rows of a node's activations on the task samples (first class, then second)."""
+    """Build heatmap rows of a node's activations on the task samples (first class, then second)."""
     relpath, identity = viz_relpath(model, task, sweep, k)
     return _node_task_heatmap(relpath, identity, str(parse_node_key(node)))
 
@@ -194,7 +194,7 @@ def _node_task_heatmap(relpath: str, identity: FileIdentity, node: str) -> list[
 def node_examples(
     model: str, task: str, sweep: str, k: str, node: str, fraction: str
 ) -> dict[str, list[dict]]:
-    """Top and bottom pretraining examples of a node at one quantile `fraction` (e.g. '0.01')."""
+    """Build heatmap rows of a node's top and bottom pretraining examples at quantile `fraction`."""
     relpath, identity = viz_relpath(model, task, sweep, k)
     return _node_examples(relpath, identity, str(parse_node_key(node)), fraction)
 
@@ -231,7 +231,7 @@ def _node_examples(
 
 
 def task_sample_lengths(viz: Any) -> list[int] | None:
-    """Real length of each task sample, or None when the file stores no lengths.
+    """Return the real length of each task sample, or None when the file stores no lengths.
 
     Samples are right-padded with token 0, and 0 is also a real token id, so lengths are never
     guessed from trailing zeros.

@@ -45,14 +45,17 @@ def configure_store(root: str | None = None) -> Store:
 
 
 def get_store() -> Store:
-    """The configured store, opening the default one on first use."""
+    """Return the configured store, opening the default one on first use."""
     if _store is None:
         return configure_store()
     return _store
 
 
 def file_identity(relpath: str) -> tuple[Path, FileIdentity]:
-    """Local path and identity of a store file; raise DataFileError naming a missing or bad file."""
+    """Return the local path and identity of a store file.
+
+    Raises DataFileError naming the file when it is missing or unreadable.
+    """
     try:
         path = get_store().local_path(relpath)
     except FileNotFoundError as err:
@@ -67,12 +70,12 @@ def file_identity(relpath: str) -> tuple[Path, FileIdentity]:
 
 
 def list_models() -> list[str]:
-    """Models with a `beeg_config.json` in the store."""
+    """List the models with a `beeg_config.json` in the store."""
     return catalogue.list_models(get_store())
 
 
 def model_summary(model: str) -> dict[str, Any]:
-    """Config summary of a catalogue model: sizes, afrac, tokenizer and the raw config fields."""
+    """Summarise a catalogue model's config: sizes, afrac, tokenizer and the raw config fields."""
     catalogue.check_model(model, get_store())
     relpath = f"models/{model}/beeg_config.json"
     _, identity = file_identity(relpath)
@@ -114,7 +117,7 @@ def _is_json_scalar(value: Any) -> bool:
 
 
 def weight_counts(model: str) -> dict[str, Any]:
-    """Nonzero and total weights of a catalogue model's weight matrices (tensors with >= 2 dims)."""
+    """Count the nonzero and total weights of a catalogue model's matrices (tensors of >= 2 dims)."""
     catalogue.check_model(model, get_store())
     relpath = f"models/{model}/final_model.pt"
     _, identity = file_identity(relpath)
@@ -136,7 +139,7 @@ def _weight_counts(relpath: str, identity: FileIdentity) -> dict[str, Any]:
 
 
 def training_records(model: str) -> list[dict[str, Any]]:
-    """The parsed `train_curves/<model>/progress.json` of a catalogue model (one dict per line).
+    """Parse `train_curves/<model>/progress.json` of a catalogue model into one dict per line.
 
     Raises DataFileError naming the file when it is missing or malformed.
     """
@@ -196,7 +199,7 @@ def _loaded_model(model: str, identity: FileIdentity) -> Any:
 
 
 def loaded_model(model: str) -> Any:
-    """The model `model` of the catalogue, loaded once per worker (per weights file identity)."""
+    """Load the catalogue model `model` once per worker and weights-file identity."""
     catalogue.check_model(model, get_store())
     _, identity = file_identity(f"models/{model}/final_model.pt")
     return _loaded_model(model, identity)

@@ -17,7 +17,7 @@ _TEMPLATE = "plotly_white"
 
 
 def empty_figure(message: str) -> go.Figure:
-    """A blank figure that shows `message` in its centre."""
+    """Build a blank figure that shows `message` in its centre."""
     figure = go.Figure()
     figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     figure.update_layout(template=_TEMPLATE, xaxis_visible=False, yaxis_visible=False, height=240)
@@ -25,7 +25,7 @@ def empty_figure(message: str) -> go.Figure:
 
 
 def numeric_metrics(records: Sequence[dict]) -> list[str]:
-    """Every key other than `step` whose values are numbers in at least one record, sorted."""
+    """List, sorted, every key other than `step` with a number value in at least one record."""
     names = set()
     for record in records:
         for name, value in record.items():
@@ -35,14 +35,14 @@ def numeric_metrics(records: Sequence[dict]) -> list[str]:
 
 
 def default_metrics(records: Sequence[dict]) -> list[str]:
-    """The usual curves (test loss, L0) that the records contain, else their first numeric metric."""
+    """Pick the usual curves (test loss, L0) that the records contain, else their first metric."""
     available = numeric_metrics(records)
     chosen = [name for name in DEFAULT_METRICS if name in available]
     return chosen or available[:1]
 
 
 def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> go.Figure:
-    """One subplot per metric against the training step (record order when `step` is missing)."""
+    """Plot one subplot per metric against the training step (record order without `step`)."""
     if not records:
         return empty_figure("The progress file has no records.")
     if not metrics:
@@ -77,7 +77,7 @@ def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> g
 def circuit_loss_figure(
     loss: float, interv_loss: float, search_losses: Sequence[tuple[float, float]] = ()
 ) -> go.Figure:
-    """Per-sequence task loss of the full model and of the circuit; the pruning search beside it."""
+    """Plot the per-sequence task loss of the full model and the circuit, and the pruning search."""
     columns = 2 if search_losses else 1
     titles = ["task loss per sequence"] + (["pruning search"] if search_losses else [])
     figure = make_subplots(rows=1, cols=columns, subplot_titles=titles)
@@ -108,7 +108,7 @@ def circuit_loss_figure(
 
 
 def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
-    """A bar per token position with the node's activation; hover shows the token text."""
+    """Plot a bar per token position with the node's activation; hovering shows the token text."""
     figure = go.Figure(
         go.Bar(
             x=list(range(len(values))),

@@ -39,7 +39,7 @@ def _centred(count: int) -> list[float]:
 
 
 def _qkv_columns(indices_by_suffix: dict[str, list[int]], d_head: int) -> dict[tuple, float]:
-    """x of each (suffix, index) of one layer's q/k/v rows, one column block per head."""
+    """Compute the x of each (suffix, index) in one layer's q/k/v rows, one column block per head."""
     per_head: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for suffix, indices in indices_by_suffix.items():
         for index in sorted(indices):
@@ -59,7 +59,7 @@ def _qkv_columns(indices_by_suffix: dict[str, list[int]], d_head: int) -> dict[t
 
 
 def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[float, float]]:
-    """Map each node id to its (x, y) in pixels."""
+    """Compute the (x, y) position in pixels of each node id."""
     by_location: dict[str, list[int]] = defaultdict(list)
     for node in nodes:
         by_location[node["location"]].append(node["index"])
@@ -83,12 +83,12 @@ def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[floa
 
 
 def max_abs_weight(circuit: dict) -> float:
-    """The largest |edge weight| of the circuit (0.0 when it has no edges)."""
+    """Return the largest |edge weight| of the circuit (0.0 when it has no edges)."""
     return max((abs(edge["weight"]) for edge in circuit["edges"]), default=0.0)
 
 
 def visible_edges(circuit: dict, threshold: float) -> list[dict]:
-    """Edges with |weight| >= threshold * the largest |weight| (threshold 0 keeps all nonzero)."""
+    """Return edges with |weight| >= threshold * the largest |weight| (0 keeps every nonzero edge)."""
     cutoff = threshold * max_abs_weight(circuit)
     return [e for e in circuit["edges"] if e["weight"] != 0 and abs(e["weight"]) >= cutoff]
 
@@ -134,7 +134,7 @@ ROW_LABEL_PREFIX = "row:"
 
 
 def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
-    """One unselectable text node per row (e.g. `3.attn.q`), left of the widest row."""
+    """Build one unselectable text node per row (e.g. `3.attn.q`), left of the widest row."""
     if not positions:
         return []
     left = min(x for x, _ in positions.values()) - 3 * NODE_GAP
@@ -154,7 +154,7 @@ def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
 
 
 def importance_range(circuit: dict) -> tuple[float, float]:
-    """(min, max) node importance, widened to include 0 and never empty."""
+    """Return the (min, max) node importance, widened to include 0 so the range is never empty."""
     values = [n["importance"] for n in circuit["nodes"] if n["importance"] is not None]
     low = min([0.0, *values])
     high = max([0.0, *values])
@@ -239,7 +239,9 @@ def build_stylesheet(
 
 
 def node_details(circuit: dict, node_id: str) -> dict | None:
-    """Location, index, head/channel, ablation delta and in/out edges of one node (None if absent).
+    """Collect the location, index, head/channel, ablation delta and in/out edges of one node.
+
+    Returns None when the circuit lacks the node.
 
     Edges are sorted by |weight|, largest first, and include those below the display threshold.
     """
@@ -264,7 +266,7 @@ def node_details(circuit: dict, node_id: str) -> dict | None:
 
 
 def node_options(circuit: dict) -> list[dict]:
-    """Dropdown options for the node search: every node, labelled with head/channel for q/k/v."""
+    """Build the node-search dropdown options: every node, labelled with head/channel for q/k/v."""
     d_head = circuit["d_head"]
     ordered = sorted(circuit["nodes"], key=lambda n: (_row_y(n["location"]) * -1, n["index"]))
     return [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# How whitespace shows inside a token, so spaces, tabs and newlines are visible in the heatmap.
+# Visible marks for whitespace characters inside a token.
 _VISIBLE_WHITESPACE = {" ": "\u00b7", "\t": "\u2192", "\r": "\u240d", "\n": "\u21b5\n"}
 
 
@@ -29,7 +29,7 @@ def token_colour(value: float, scale: float) -> str:
 def heatmap_row(
     labels: Sequence[str], values: Sequence[float], title: str, highlight: int | None = None
 ) -> dict:
-    """One heatmap row: a title, the visible token texts, their values and the marked position."""
+    """Build one heatmap row: a title, the visible token texts, their values and a marked position."""
     if len(labels) != len(values):
         raise ValueError(
             f"heatmap row {title!r} has {len(labels)} tokens but {len(values)} activation values"
@@ -43,12 +43,12 @@ def heatmap_row(
 
 
 def shared_scale(rows: Sequence[dict]) -> float:
-    """The largest |value| over all rows, so every row of one panel uses the same colour scale."""
+    """Return the largest |value| over all rows, so all rows of one panel share one colour scale."""
     return max((abs(v) for row in rows for v in row["values"]), default=0.0)
 
 
 def window(length: int, position: int, radius: int) -> tuple[int, int]:
-    """The [start, stop) token range of at most 2 * radius + 1 tokens around `position`."""
+    """Return the [start, stop) range of at most 2 * radius + 1 tokens around `position`."""
     start = max(0, position - radius)
     stop = min(length, position + radius + 1)
     return start, stop

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def model_locations(model: str) -> list[str]:
-    """Every node location of a catalogue model, bottom layer first."""
+    """List every node location of a catalogue model, bottom layer first."""
     return layer_locations(model_summary(model)["n_layer"])
 
 
@@ -33,7 +33,7 @@ def _encoding(model: str) -> Any:
 
 
 def list_task_names() -> list[str]:
-    """Names of the tasks whose samples the per-token page can show."""
+    """List the tasks whose samples the per-token page can show."""
     from registry.tasks import list_task_names as registry_task_names
 
     return registry_task_names()
@@ -49,7 +49,7 @@ def _task(name: str, encoding_name: str) -> Any:
 
 
 def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]]]:
-    """The two sequences of test pair `sample` of `task`, tokenized for `model`.
+    """Return the two sequences of test pair `sample` of `task`, tokenized for `model`.
 
     Raises ValueError naming the task or the sample index when either is out of range.
     """
@@ -84,7 +84,7 @@ def encode_text(model: str, text: str) -> list[int]:
 
 
 def node_activation_rows(model: str, node: str, sequences: list[tuple[str, list[int]]]) -> list:
-    """Heatmap rows of the node's activation at every token of each (title, token ids) sequence."""
+    """Build heatmap rows of the node's activation at every token of each (title, ids) sequence."""
     catalogue.check_model(model, get_store())
     key = parse_node_key(node)
     if key.location not in model_locations(model):

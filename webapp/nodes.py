@@ -42,7 +42,7 @@ class NodeKey:
 
 
 def is_location(text: str) -> bool:
-    """Whether `text` is a node location such as `2.mlp.post_act` (the layer is not range-checked)."""
+    """Return whether `text` is a node location such as `2.mlp.post_act` (layer not range-checked)."""
     return _LOCATION_RE.fullmatch(text) is not None
 
 
@@ -59,19 +59,19 @@ def parse_node_key(text: str) -> NodeKey:
 
 
 def layer_locations(n_layer: int) -> list[str]:
-    """Every node location of a model with `n_layer` layers, bottom layer first."""
+    """List every node location of a model with `n_layer` layers, bottom layer first."""
     return [f"{layer}.{suffix}" for layer in range(n_layer) for suffix in LOCATION_SUFFIXES]
 
 
 def head_and_channel(node: NodeKey, d_head: int) -> tuple[int, int] | None:
-    """The (head, channel within head) of a q/k/v node, or None for other locations."""
+    """Return the (head, channel within head) of a q/k/v node, or None for other locations."""
     if node.suffix not in QKV_SUFFIXES:
         return None
     return divmod(node.index, d_head)
 
 
 def describe_node(node: NodeKey, d_head: int) -> str:
-    """A short label: `3.attn.q:17 (head 1, channel 1)` for q/k/v, else the key itself."""
+    """Label a node: `3.attn.q:17 (head 1, channel 1)` for q/k/v, else the key itself."""
     head_channel = head_and_channel(node, d_head)
     if head_channel is None:
         return str(node)

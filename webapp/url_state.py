@@ -2,9 +2,9 @@
 
 Dash calls a page's `layout(**query)` with every query parameter as a string (a repeated key as a list,
 unknown keys included). `parse_query` turns that into a `ViewState`, dropping each invalid value with a
-message for the page. The values are only checked for form here; `webapp.selection` checks model,
-task, sweep and k against the store catalogue, and the circuit page checks the node against the
-circuit, before any file is read. `to_query_string` is the inverse, so a copied URL restores the view.
+message for the page. The values are only checked for form here. Before any file is read,
+`webapp.selection` checks model, task, sweep and k against the store catalogue, and the circuit
+page checks the node against the circuit. `to_query_string` is the inverse, so a copied URL restores the view.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from webapp.nodes import parse_node_key
 
 logger = logging.getLogger(__name__)
 
-# Longest text (characters) the per-token page accepts from a URL or the text box. The token limit is
-# the model's block_size, checked after tokenizing.
+# Maximum text length (characters) the per-token page accepts from a URL or the text box. The token
+# limit is the model's block_size, checked after tokenizing.
 MAX_TEXT_CHARS = 4000
 MAX_NAME_CHARS = 200
 SAMPLE_SOURCES = ("task", "text")
@@ -166,7 +166,7 @@ def to_query_string(state: ViewState) -> str:
 
 
 def update_state(state: ViewState, **changes: Any) -> ViewState:
-    """A copy of `state` with `changes` applied after the same checks as `parse_query`.
+    """Return a copy of `state` with `changes` applied after the same checks as `parse_query`.
 
     Raises ValueError naming the field and the bad value, so callbacks never store an invalid state.
     """

@@ -7,7 +7,7 @@ from dash import html
 
 
 def message_list(messages: list[str], color: str = "warning") -> list:
-    """One dismissable alert per message (an empty list for no messages)."""
+    """Build one dismissable alert per message (an empty list for no messages)."""
     return [
         dbc.Alert(message, color=color, dismissable=True, className="py-2 mb-2")
         for message in messages
@@ -15,5 +15,5 @@ def message_list(messages: list[str], color: str = "warning") -> list:
 
 
 def notice(message: str) -> html.Div:
-    """A muted paragraph for an empty state, such as 'select a node'."""
+    """Build a muted paragraph for an empty state, such as 'select a node'."""
     return html.Div(message, className="text-muted fst-italic my-2")

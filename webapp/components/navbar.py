@@ -7,7 +7,7 @@ import dash_bootstrap_components as dbc
 
 
 def navbar() -> dbc.Navbar:
-    """A navbar with one link per page in Dash's page registry, in registration order."""
+    """Build a navbar with one link per page in Dash's page registry, in registration order."""
     links = [
         dbc.NavItem(dbc.NavLink(page["name"], href=page["relative_path"], active="exact"))
         for page in dash.page_registry.values()

@@ -19,7 +19,7 @@ def _edge_list(title: str, edges: list[tuple[str, float]]) -> html.Div:
 
 
 def node_card(details: dict) -> dbc.Card:
-    """A card for the dict that `webapp.graph.node_details` returns."""
+    """Render the dict that `webapp.graph.node_details` returns as a card."""
     rows = [("location", details["location"]), ("index", str(details["index"]))]
     if details["head"] is not None:
         rows += [("head", str(details["head"])), ("channel in head", str(details["channel"]))]

@@ -8,7 +8,7 @@ from webapp.heatmap import shared_scale, token_colour
 
 
 def render_heatmap(rows: list[dict], element_id: str | None = None) -> html.Div:
-    """One block per row: its title and one span per token, coloured on a scale shared by the rows."""
+    """Render one block per row: its title and one span per token, on a colour scale shared by all rows."""
     scale = shared_scale(rows)
     blocks = []
     for row in rows:

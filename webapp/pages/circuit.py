@@ -55,6 +55,9 @@ def layout(**query) -> html.Div:
             dcc.Store(id="circuit-query"),
             dcc.Store(id="circuit-query-applied"),
             dcc.Store(id="circuit-style-inputs"),
+            # The selected node. The search dropdown cannot hold it, because Dash 4's Dropdown
+            # resets a value that is missing from its options, and the options arrive later.
+            dcc.Store(id="circuit-selected-node", data=state.node),
             html.Div(message_list(messages), id="circuit-url-messages"),
             dbc.Row([_selector(lv, selection.options[lv], selection.values[lv]) for lv in LEVELS]),
             dbc.Row(
@@ -79,6 +82,7 @@ def layout(**query) -> html.Div:
                             dcc.Dropdown(
                                 id="circuit-node",
                                 value=state.node,
+                                clearable=False,
                                 placeholder="search or click a node",
                             ),
                         ],
@@ -203,15 +207,44 @@ def update_graph(model, task, sweep, k, threshold):
 
 
 @callback(
-    Output("circuit-node", "value"),
+    Output("circuit-selected-node", "data"),
     Input("circuit-graph", "tapNodeData"),
     prevent_initial_call=True,
 )
 def select_tapped_node(tap_node_data):
-    """Make a tapped graph node the selected node."""
+    """Make a tapped graph node the selected node (row labels are not nodes)."""
     if not tap_node_data or tap_node_data["id"].startswith(graph.ROW_LABEL_PREFIX):
         return dash.no_update
     return tap_node_data["id"]
+
+
+@callback(
+    Output("circuit-selected-node", "data", allow_duplicate=True),
+    Input("circuit-node", "value"),
+    State("circuit-selected-node", "data"),
+    prevent_initial_call=True,
+)
+def select_searched_node(value, selected):
+    """Make the node picked in the search dropdown the selected node.
+
+    An empty value comes from the dropdown resetting itself while its options load, so it keeps the
+    current selection.
+    """
+    if not value or value == selected:
+        return dash.no_update
+    return value
+
+
+@callback(
+    Output("circuit-node", "value"),
+    Input("circuit-selected-node", "data"),
+    Input("circuit-node", "options"),
+)
+def show_selected_in_search(selected, options):
+    """Show the selected node in the search dropdown once its options contain it."""
+    if selected and any(option["value"] == selected for option in options or []):
+        return selected
+    return None
 
 
 @callback(
@@ -219,7 +252,7 @@ def select_tapped_node(tap_node_data):
     Output("circuit-node-heatmap", "children"),
     Output("circuit-node-examples", "children"),
     Output("circuit-graph", "stylesheet"),
-    Input("circuit-node", "value"),
+    Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
     Input("circuit-style-inputs", "data"),
     *(State(f"circuit-{level}", "value") for level in LEVELS),
@@ -259,11 +292,11 @@ def show_node(node, fraction, style_inputs, model, task, sweep, k):
     Output("circuit-query", "data"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
     Input("circuit-threshold", "value"),
-    Input("circuit-node", "value"),
+    Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
 )
 def serialise_query(model, task, sweep, k, threshold, node, fraction):
-    """The query string of the current view, for the address bar."""
+    """Serialise the current view into the query string for the address bar."""
     try:
         state = update_state(
             parse_query({})[0],

@@ -42,7 +42,7 @@ def layout(**query) -> html.Div:
         models, messages = [], [*messages, f"Could not list the models: {err}"]
     if not models:
         messages.append("The store has no models (no models/<name>/beeg_config.json).")
-    model = state.model if state.model in models else (models[0] if models else None)
+    model = _first_or_requested(state.model, models)
     if state.model and state.model != model:
         messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
     return html.Div(
@@ -81,6 +81,20 @@ def layout(**query) -> html.Div:
     )
 
 
+def _first_or_requested(requested: str | None, options: list[str]) -> str | None:
+    if requested in options:
+        return requested
+    return options[0] if options else None
+
+
+def _format_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _summary_row(model: str) -> html.Tr:
     try:
         summary = model_summary(model)
@@ -88,18 +102,13 @@ def _summary_row(model: str) -> html.Tr:
         return html.Tr([html.Td(model), html.Td(str(err), colSpan=len(SUMMARY_COLUMNS))])
     cells = [html.Td(model)]
     for key, _ in SUMMARY_COLUMNS:
-        value = summary[key]
-        cells.append(
-            html.Td(
-                "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-            )
-        )
+        cells.append(html.Td(_format_cell(summary[key])))
     return html.Tr(cells)
 
 
 @callback(Output("models-table", "children"), Input("models-model", "options"))
 def show_model_table(models):
-    """One row per model with its config summary; a model whose config fails shows the error."""
+    """Tabulate each model's config summary; a model whose config fails to load shows the error."""
     if not models:
         return notice("No models to show.")
     header = html.Thead(html.Tr([html.Th("model")] + [html.Th(t) for _, t in SUMMARY_COLUMNS]))
@@ -161,7 +170,7 @@ def show_training_curves(model, metrics, requested_metrics):
     Input("models-metrics", "value"),
 )
 def serialise_query(model, metrics):
-    """The query string of the current view, for the address bar."""
+    """Serialise the current view into the query string for the address bar."""
     try:
         state = update_state(parse_query({})[0], model=model, metrics=tuple(metrics or ()))
     except ValueError as err:

@@ -29,6 +29,12 @@ dash.register_page(__name__, path="/per-token", name="Per-token", order=2)
 LOAD_ERRORS = (DataFileError, CatalogueError, ValueError, KeyError, OSError)
 
 
+def _first_or_requested(requested: str | None, options: list[str]) -> str | None:
+    if requested in options:
+        return requested
+    return options[0] if options else None
+
+
 def _control(label: str, component, width: int) -> dbc.Col:
     return dbc.Col([dbc.Label(label, html_for=component.id), component], md=width)
 
@@ -39,7 +45,7 @@ def layout(**query) -> html.Div:
         models = list_models()
     except LOAD_ERRORS as err:
         models, messages = [], [*messages, f"Could not list the models: {err}"]
-    model = state.model if state.model in models else (models[0] if models else None)
+    model = _first_or_requested(state.model, models)
     if state.model and state.model != model:
         messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
     location, index = None, 0
@@ -50,7 +56,7 @@ def layout(**query) -> html.Div:
         tasks = list_task_names()
     except LOAD_ERRORS as err:
         tasks, messages = [], [*messages, f"Could not list the tasks: {err}"]
-    task = state.task if state.task in tasks else (tasks[0] if tasks else None)
+    task = _first_or_requested(state.task, tasks)
 
     controls = dbc.Row(
         [
@@ -139,7 +145,7 @@ def layout(**query) -> html.Div:
     Input("tokens-location", "value"),
 )
 def fill_locations(model, location):
-    """The selected model's node locations; keep the chosen one if the model has it."""
+    """List the selected model's node locations, keeping the chosen one if the model has it."""
     if not model:
         return [], None
     try:
@@ -194,7 +200,7 @@ def show_activations(model, location, index, source, task, sample, text):
     Input("tokens-text", "value"),
 )
 def serialise_query(model, location, index, source, task, sample, text):
-    """The query string of the current view, for the address bar."""
+    """Serialise the current view into the query string for the address bar."""
     node = f"{location}:{int(index)}" if location and index is not None else None
     try:
         state = update_state(
