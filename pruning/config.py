@@ -36,6 +36,9 @@ class PruneConfig:
     n_task_sample_pairs: int = 16  # test pairs stored as task_samples (2x sequences)
     # Above this many kept nodes, per-node ablation losses are first-order estimates.
     max_exact_node_ablations: int = 256
+    # Above this many kept nodes, examples and task-sample activations are stored only for the
+    # highest-scoring ones, which keeps files of near-complete circuits to tens of megabytes.
+    max_detailed_nodes: int = 1024
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -108,15 +108,19 @@ def block_ablation_losses(model, circuit, means, batch, *, scale=1.0, shift=0.0)
 
 
 @torch.no_grad()
-def task_sample_activations(model, circuit: Mapping[str, torch.Tensor], means, pairs):
+def task_sample_activations(
+    model, circuit: Mapping[str, torch.Tensor], means, pairs, *, record=None
+):
     """Run the circuit on task pairs and return (tokens, activations, lengths).
 
     `tokens` is (N, T) with the N/2 `inputs` first and the N/2 patched sequences
     second, right-padded with 0. `activations` maps location -> node id ->
-    (N, T) activations of kept nodes, zero after each sequence's end.
+    (N, T) activations, zero after each sequence's end, of the nodes in `record`
+    (default: every circuit node).
     """
+    record = circuit if record is None else record
     batch = make_batch(pairs, model.config.block_size)
-    locations = [loc for loc, ids in circuit.items() if len(ids)]
+    locations = [loc for loc, ids in record.items() if len(ids)]
     activations: dict[str, dict[int, torch.Tensor]] = {}
     if locations:
         pattern = "|".join(re.escape(loc) for loc in locations)
@@ -126,5 +130,5 @@ def task_sample_activations(model, circuit: Mapping[str, torch.Tensor], means, p
         valid = positions[None, :] < batch.lengths[:, None]  # (N, T)
         for loc in locations:
             recorded = records[loc] * valid[:, :, None]
-            activations[loc] = {int(i): recorded[:, :, int(i)].clone() for i in circuit[loc]}
+            activations[loc] = {int(i): recorded[:, :, int(i)].clone() for i in record[loc]}
     return batch.tokens, activations, batch.lengths

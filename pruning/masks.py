@@ -64,8 +64,10 @@ def gated_interventions(gates: Mapping[str, torch.Tensor], means: Mapping[str, t
 
     def make(gate: torch.Tensor, mean: torch.Tensor):
         def intervene(x: torch.Tensor) -> torch.Tensor:
+            gate_x = gate.to(device=x.device, dtype=x.dtype)
             mean_x = mean.to(device=x.device, dtype=x.dtype)
-            return mean_x + gate.to(x.dtype) * (x - mean_x)
+            # x * gate + mean * (1 - gate) in one fused op over the large tensor x.
+            return torch.addcmul(mean_x * (1 - gate_x), x, gate_x)
 
         return intervene
 

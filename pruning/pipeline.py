@@ -151,15 +151,16 @@ def build_viz_data(
                 model, circuit, means, setup.node_batch, **calibration
             )
         block_losses = block_ablation_losses(model, circuit, means, setup.node_batch, **calibration)
+    detailed = circuit_from_scores(model.config, ranking.scores, min(k, cfg.max_detailed_nodes))
     with phase("edges and task samples", timings):
         edges = pair_data(model, circuit)
         connections = residual_connections(model, circuit)
         tokens, activations, lengths = task_sample_activations(
-            model, circuit, means, setup.sample_pairs
+            model, circuit, means, setup.sample_pairs, record=detailed
         )
     with phase("activation examples", timings):
         samples = (
-            {} if setup.windows is None else activation_examples(model, circuit, setup.windows)
+            {} if setup.windows is None else activation_examples(model, detailed, setup.windows)
         )
 
     prune_config = {
@@ -175,6 +176,7 @@ def build_viz_data(
         "n_eval_pairs": len(setup.eval_pairs),
         "node_ablation_pairs": cfg.n_node_ablation_pairs,
         "ch_interv_losses_method": "exact" if exact else "first_order",
+        "n_detailed_nodes": circuit_size(detailed),
         "logit_scale": result["logit_scale"],
         "logit_shift": result["logit_shift"],
         "interv_loss_per_sequence": result["loss"],
