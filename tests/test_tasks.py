@@ -28,6 +28,7 @@ BUILT_IN = [
     "for_while",
     "if_equals",
     "if_ternary",
+    "indent_for",
     "lambda_func",
     "set_or_string",
     "set_or_string_fixedvarname",

@@ -9,7 +9,7 @@ Add a task with a small module that calls `register_task(TaskSpec(...))`, or wit
 a `<name>.jsonl` file in a folder listed in `CIRCUIT_SPARSITY_TASKS` (see
 `registry.tasks.jsonl` for the format).
 
-Not built in yet: final_kwarg, else_elif, fstring_brace, indent_for, var_if and
+Not built in yet: final_kwarg, else_elif, fstring_brace, var_if and
 while_return_true.
 """
 

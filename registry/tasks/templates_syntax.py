@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .base import TaskSpec, TaskTokenError, TemplateContext, TextPair
 from .vocab import (
+    FUNCTION_NAMES,
     body_indent,
     filler_statement,
     pick_name,
@@ -259,6 +260,31 @@ def with_open(context: TemplateContext) -> TextPair:
     )
 
 
+def indent_for(context: TemplateContext) -> TextPair:
+    """The line after a `for` header is indented one level deeper than the header.
+
+    The loop sits in a function body (4 spaces), so its body is at 8 spaces. The
+    BPE emits the indentation minus one space as a token and joins the last space
+    to the next name, so the answers are 7 spaces after the header and 3 spaces
+    after a plain statement.
+    """
+    rng = context.rng
+    deeper, same = answer_pair(context, [(" " * 7, " " * 3)], task_name="indent_for")
+    function_name = rng.choice(FUNCTION_NAMES)
+    item, items, other = pick_names(rng, 3)
+    header = f"def {function_name}({items}):\n"
+    before = header + (
+        filler_statement(rng, "    ", avoid=(item, items)) if rng.random() < 0.5 else ""
+    )
+    return TextPair(
+        inputs=f"{before}    for {item} in {items}:\n",
+        patch_from_inputs=f"{before}    {item} = {items}\n",
+        target=deeper,
+        alt=same,
+        suffix=f" {other} = {item}\n",
+    )
+
+
 SPECS = (
     TaskSpec(
         "single_double_quote",
@@ -287,6 +313,11 @@ SPECS = (
         "enumerate_range",
         enumerate_range,
         "`for i, x in` expects ` enumerate`, `for i in` expects ` range`.",
+    ),
+    TaskSpec(
+        "indent_for",
+        indent_for,
+        "After a `for` header the next line is indented deeper (7-space token, not 3).",
     ),
     TaskSpec(
         "with_open",
