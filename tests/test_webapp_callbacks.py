@@ -316,7 +316,7 @@ def test_per_token_task_sample_two_rows(webapp_context):
 @pytest.mark.parametrize(
     ("location", "index", "source", "task", "sample", "text", "message"),
     [
-        ("0.attn.q", 0, "text", None, 0, "x = 1\n" * 40, "reads at most 32 (block_size)"),
+        ("0.attn.q", 0, "text", None, 0, "x = 1\n" * 40, "reads at most 64 (block_size)"),
         ("0.attn.q", 0, "text", None, 0, "", "the text is empty"),
         ("0.attn.q", 8, "text", None, 0, "x", "channel 8 is out of range"),
         ("5.attn.q", 0, "text", None, 0, "x", "5.attn.q is not a location of tiny"),

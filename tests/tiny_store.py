@@ -42,7 +42,7 @@ LOCATIONS = (
 )
 FRACTIONS = (0.001, 0.01, 0.1, 0.5)
 CONFIG = {
-    "block_size": 32,
+    "block_size": 64,
     "vocab_size": 2048,
     "n_layer": 2,
     "n_head": 2,
