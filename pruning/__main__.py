@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from pruning.config import PruneConfig  # no torch import, so --help stays fast
+
 logger = logging.getLogger("pruning")
 
 DEFAULT_SWEEP_KS = (16, 32, 64, 128, 256, 512)
@@ -39,13 +41,24 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-loss",
         type=float,
-        default=0.15,
-        help="per-sequence task loss the k search aims for",
+        default=PruneConfig.target_loss,
+        help="per-sequence task loss (nats) that the k search aims for",
     )
-    parser.add_argument("--n-steps", type=int, default=300, help="mask training steps")
-    parser.add_argument("--k-coef", type=float, default=1e-4, help="penalty per open gate")
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate of the taus")
-    parser.add_argument("--batch-size", type=int, default=64, help="pairs per training step")
+    parser.add_argument(
+        "--n-steps", type=int, default=PruneConfig.n_steps, help="mask training steps"
+    )
+    parser.add_argument(
+        "--k-coef",
+        type=float,
+        default=PruneConfig.k_coef,
+        help="loss penalty per open gate (nats per node)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=PruneConfig.lr, help="AdamW learning rate of the taus"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=PruneConfig.batch_size, help="pairs per training step"
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the gate initialisation and batch order"
     )
@@ -82,7 +95,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pruning", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pruning",
+        description="Find circuits by node pruning and write viz_data.pt files.",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -119,7 +135,6 @@ def _store_root(args, parser) -> Path:
 
 
 def _run(args, parser) -> int:
-    from pruning.config import PruneConfig
     from pruning.run import load_setup, rank_by_attribution, rank_by_mask_training, run_sweep
 
     store_root = _store_root(args, parser)

@@ -26,13 +26,13 @@ class PruneConfig:
     warmup_frac: float = 0.05  # fraction of steps with linear lr warmup, then linear decay to 0
     heaviside_temp: float = 1.0  # temperature of the sigmoid whose derivative is the backward pass
     batch_size: int = 64  # pairs per step (2 x batch_size sequences)
-    n_steps: int = 300
+    n_steps: int = 200
     grad_clip: float = 1.0  # max L2 norm of the tau gradient
     target_loss: float = 0.15  # per-sequence task loss that the k search aims for
     n_lbfgs_steps: int = 16  # steps of the logit scale+shift fit
     n_search_pairs: int = 256  # train pairs used to evaluate circuits during the k search
     n_eval_pairs: int = 128  # test pairs for every reported loss (capped at the test split size)
-    n_node_ablation_pairs: int = 64  # test pairs for the per-node and per-block ablation losses
+    n_node_ablation_pairs: int = 32  # test pairs for the per-node and per-block ablation losses
     n_task_sample_pairs: int = 16  # test pairs stored as task_samples (2x sequences)
     # Above this many kept nodes, per-node ablation losses are first-order estimates.
     max_exact_node_ablations: int = 256

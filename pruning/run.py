@@ -72,6 +72,16 @@ def run_sweep(
             setup.model, ranking.scores, setup.means, setup.search_batch, config.target_loss
         )
     logger.info("k search: k_optim=%d after %d evaluations", k_optim, len(search_history))
+    loss_at_k_optim = next(loss for k, loss in reversed(search_history) if k == k_optim)
+    target_reached = loss_at_k_optim <= config.target_loss
+    if not target_reached:
+        logger.warning(
+            "task %s: no circuit reaches the target loss %.3f (all nodes: %.3f); "
+            "k_optim keeps every node. Pass a higher --target-loss for a smaller circuit",
+            setup.task.name,
+            config.target_loss,
+            loss_at_k_optim,
+        )
 
     with phase("loss curve", setup.timings):
         curve = loss_curve(setup, ranking, [*default_curve_ks(n_total), *ks, k_optim])
@@ -82,6 +92,7 @@ def run_sweep(
         "k_sweep": [[p["k"], p["loss_per_sequence"]] for p in curve],
         "k_search": [list(item) for item in search_history],
         "target_loss_per_sequence": config.target_loss,
+        "target_reached": target_reached,
     }
     labels = [(k, str(k)) for k in sorted(set(ks))]
     if write_k_optim:
@@ -101,6 +112,7 @@ def run_sweep(
         "num_total_nodes": n_total,
         "k_optim": k_optim,
         "target_loss_per_sequence": config.target_loss,
+        "target_reached": target_reached,
         "full_model_loss_per_sequence": setup.full_loss,
         "eval_split": "test",
         "points": curve,

@@ -12,7 +12,7 @@ and `task_sample_lengths` (the real length of each task sample).
 
 `sweep.json` (one per sweep folder) records the loss-versus-k curve:
 {"model", "task", "method", "num_total_nodes", "k_optim", "target_loss_per_sequence",
- "full_model_loss_per_sequence", "eval_split", "points": [{"k",
+ "target_reached", "full_model_loss_per_sequence", "eval_split", "points": [{"k",
  "loss_per_sequence", "calibrated_loss_per_sequence"}, ...], "written_ks": [...]}.
 """
 
