@@ -202,6 +202,27 @@ def test_circuit_layout_reports_url_problems(webapp_context):
     assert "task 'nope' is not available for model 'tiny'" in text
 
 
+def test_sweep_curve_marks_k(webapp_context):
+    circuit = _page("circuit")
+    figure = circuit.show_sweep(MODEL, TASK, SWEEP, "k_optim")
+    assert list(figure.data[0].x) == [4, 8, 16]  # k = 0 does not fit a log axis
+    assert list(figure.data[0].y) == pytest.approx([0.12, 0.6 / 9, 0.6 / 17])
+    marks = [shape.x0 for shape in figure.layout.shapes if shape.x0 == shape.x1]
+    assert marks == [12]
+    figure = circuit.show_sweep(MODEL, TASK, SWEEP, "8")
+    assert [shape.x0 for shape in figure.layout.shapes if shape.x0 == shape.x1] == [8]
+
+
+def test_sweep_missing_or_malformed(store_copy):
+    path = store_copy / "viz" / MODEL / TASK / SWEEP / "sweep.json"
+    path.write_text('{"points": [{"k": "many"}]}')
+    figure = _page("circuit").show_sweep(MODEL, TASK, SWEEP, "8")
+    assert f"viz/{MODEL}/{TASK}/{SWEEP}/sweep.json" in figure.layout.annotations[0].text
+    path.unlink()
+    figure = _page("circuit").show_sweep(MODEL, TASK, SWEEP, "8")
+    assert "stores no sweep.json" in figure.layout.annotations[0].text
+
+
 def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     viz = torch.load(webapp_store / VIZ_RELPATH, weights_only=True)
     index = int(viz["circuit_data"]["0.attn.q"][0])

@@ -9,6 +9,7 @@ Layout written (model `tiny`, task `quote_task`, sweep `prune_test`):
     models/tiny/{beeg_config.json, final_model.pt}
     train_curves/tiny/progress.json
     viz/tiny/quote_task/prune_test/{8,k_optim}/viz_data.pt
+    viz/tiny/quote_task/prune_test/sweep.json   loss against k, as this project's pruner writes it
     stdlib_2k/{encoder.json, vocab.bpe}   copied from the repository's embedded store
 """
 
@@ -178,6 +179,16 @@ def build_tiny_store(root: Path) -> Path:
     tokens = torch.zeros(len(encoded), width, dtype=torch.long)  # right-padded with token 0
     for row, ids in enumerate(encoded):
         tokens[row, : len(ids)] = torch.tensor(ids)
+
+    sweep = {
+        "k_optim": 12,
+        "full_model_loss_per_sequence": 0.1,
+        "target_loss_per_sequence": 0.15,
+        "points": [{"k": k, "loss_per_sequence": 0.6 / (k + 1)} for k in (0, 4, 8, 16)],
+    }
+    sweep_dir = root / "viz" / MODEL / TASK / SWEEP
+    sweep_dir.mkdir(parents=True)
+    (sweep_dir / "sweep.json").write_text(json.dumps(sweep))
 
     for seed, k in enumerate(KS):
         viz_dir = root / "viz" / MODEL / TASK / SWEEP / k

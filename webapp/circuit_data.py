@@ -9,7 +9,9 @@ per sequence.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from registry import catalogue
@@ -117,6 +119,47 @@ def _edges(pair_data: list, node_ids: set[str]) -> list[dict[str, Any]]:
                 if source in node_ids and target in node_ids:
                     edges.append({"source": source, "target": target, "weight": float(weight)})
     return edges
+
+
+SWEEP_FILE = "sweep.json"
+
+
+def load_sweep(model: str, task: str, sweep: str) -> dict[str, Any] | None:
+    """Read the sweep's `sweep.json` (loss against k, written by this project's pruner).
+
+    Returns None when the sweep has none, as upstream sweeps do not. Raises DataFileError naming
+    the file when it is malformed.
+    """
+    store = get_store()
+    catalogue.list_ks(model, task, sweep, store)  # checks model, task and sweep
+    relpath = f"viz/{model}/{task}/{sweep}/{SWEEP_FILE}"
+    if not store.exists(relpath):
+        return None
+    _, identity = file_identity(relpath)
+    return _sweep(relpath, identity)
+
+
+@cache.memoize()
+def _sweep(relpath: str, identity: FileIdentity) -> dict[str, Any]:
+    try:
+        sweep = json.loads(Path(identity.path).read_text())
+        points = [
+            {"k": int(point["k"]), "loss_per_sequence": float(point["loss_per_sequence"])}
+            for point in sweep["points"]
+        ]
+        k_optim = sweep.get("k_optim")
+        return {
+            "points": points,
+            "k_optim": None if k_optim is None else int(k_optim),
+            "full_model_loss": _optional_float(sweep.get("full_model_loss_per_sequence")),
+            "target_loss": _optional_float(sweep.get("target_loss_per_sequence")),
+        }
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataFileError(f"Malformed store file {relpath}: {err!r}") from err
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def check_node(circuit: dict[str, Any], node: str) -> NodeKey:

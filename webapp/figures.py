@@ -107,6 +107,38 @@ def circuit_loss_figure(
     return figure
 
 
+def sweep_figure(
+    points: Sequence[dict], full_model_loss: float | None, target_loss: float | None, k: int | None
+) -> go.Figure:
+    """Plot a sweep's task loss per sequence against k, marking the shown circuit's k.
+
+    `points` are `{"k", "loss_per_sequence"}` dicts; k = 0 is left out of the log-scaled x axis.
+    """
+    shown = sorted((p for p in points if p["k"] > 0), key=lambda p: p["k"])
+    if not shown:
+        return empty_figure("The sweep has no points with k > 0.")
+    figure = go.Figure(
+        go.Scatter(
+            x=[p["k"] for p in shown],
+            y=[p["loss_per_sequence"] for p in shown],
+            mode="lines+markers",
+            name="circuit",
+        )
+    )
+    if full_model_loss is not None:
+        figure.add_hline(y=full_model_loss, line_dash="dot", annotation_text="full model")
+    if target_loss is not None:
+        figure.add_hline(y=target_loss, line_dash="dash", annotation_text="target")
+    if k is not None:
+        figure.add_vline(x=k, line_color="#ff7f0e", annotation_text=f"k = {k}")
+    figure.update_xaxes(type="log", title_text="k (kept nodes)")
+    figure.update_yaxes(title_text="task loss per sequence")
+    figure.update_layout(
+        template=_TEMPLATE, height=280, showlegend=False, margin={"t": 30}, title="loss against k"
+    )
+    return figure
+
+
 def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
     """Plot a bar per token position with the node's activation; hovering shows the token text."""
     figure = go.Figure(

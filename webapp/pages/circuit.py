@@ -14,12 +14,18 @@ from dash import ClientsideFunction, Input, Output, State, callback, clientside_
 
 from registry.catalogue import CatalogueError
 from webapp import graph
-from webapp.circuit_data import check_node, load_circuit, node_examples, node_task_heatmap
+from webapp.circuit_data import (
+    check_node,
+    load_circuit,
+    load_sweep,
+    node_examples,
+    node_task_heatmap,
+)
 from webapp.components.messages import message_list, notice
 from webapp.components.node_card import node_card
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, get_store
-from webapp.figures import circuit_loss_figure, empty_figure
+from webapp.figures import circuit_loss_figure, empty_figure, sweep_figure
 from webapp.selection import LEVELS, resolve_selection
 from webapp.url_state import EXAMPLE_FRACTIONS, parse_query, to_query_string, update_state
 
@@ -96,6 +102,11 @@ def layout(**query) -> html.Div:
             dcc.Graph(
                 id="circuit-loss-figure",
                 figure=empty_figure("Loading the circuit ..."),
+                config={"displayModeBar": False},
+            ),
+            dcc.Graph(
+                id="circuit-sweep-figure",
+                figure=empty_figure(""),
                 config={"displayModeBar": False},
             ),
             cyto.Cytoscape(
@@ -204,6 +215,29 @@ def update_graph(model, task, sweep, k, threshold):
     )
     style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
     return elements, graph.node_options(circuit), summary, figure, style_inputs, []
+
+
+@callback(
+    Output("circuit-sweep-figure", "figure"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+)
+def show_sweep(model, task, sweep, k):
+    """Plot the sweep's loss against k, marking the selected circuit's k."""
+    if None in (model, task, sweep, k):
+        return empty_figure("")
+    try:
+        curve = load_sweep(model, task, sweep)
+    except LOAD_ERRORS as err:
+        logger.warning("sweep %s/%s/%s failed to load: %s", model, task, sweep, err)
+        return empty_figure(str(err))
+    if curve is None:
+        return empty_figure("This sweep stores no sweep.json, so no loss-against-k curve.")
+    shown_k = None
+    if k == "k_optim":
+        shown_k = curve["k_optim"]
+    elif str(k).isdigit():
+        shown_k = int(k)
+    return sweep_figure(curve["points"], curve["full_model_loss"], curve["target_loss"], shown_k)
 
 
 @callback(
