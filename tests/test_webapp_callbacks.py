@@ -166,6 +166,13 @@ def test_circuit_threshold_hides_weak_edges(webapp_context):
     assert all(abs(e["data"]["weight"]) >= 0.5 * largest for e in strong)
 
 
+def test_circuit_invalid_threshold_shows_all(webapp_context):
+    circuit = _page("circuit")
+    all_edges = circuit.update_graph(*CIRCUIT, 0.0)[0]
+    for threshold in ("abc", 7, None):
+        assert circuit.update_graph(*CIRCUIT, threshold)[0] == all_edges
+
+
 def test_circuit_unknown_k_rejected_before_reading(webapp_context):
     for k in ("16", "../8"):
         elements, _, _, _, style, messages = _page("circuit").update_graph(
@@ -353,6 +360,31 @@ def test_per_token_rejects_bad_input(
     )
     assert heatmap is None
     assert message in _text(messages)
+
+
+def test_per_token_invalid_channel_is_message(webapp_context):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", "abc", "text", None, 0, "x"
+    )
+    assert heatmap is None
+    assert "channel 'abc' is not a whole number" in _text(messages)
+
+
+def test_malformed_config_is_named(store_copy):
+    (store_copy / "models" / MODEL / "beeg_config.json").write_text("{broken")
+    text = _text(_page("models").show_model_table([MODEL]))
+    assert f"models/{MODEL}/beeg_config.json" in text
+
+
+def test_missing_weights_are_named(store_copy):
+    (store_copy / "models" / MODEL / "final_model.pt").unlink()
+    text = _text(_page("models").show_weight_counts(MODEL))
+    assert f"models/{MODEL}/final_model.pt" in text
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 0, "text", None, 0, "x"
+    )
+    assert heatmap is None
+    assert f"models/{MODEL}/final_model.pt" in _text(messages)
 
 
 def test_per_token_locations_follow_model(webapp_context):

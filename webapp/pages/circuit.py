@@ -199,7 +199,11 @@ def update_graph(model, task, sweep, k, threshold):
             message_list([str(err)], color="danger"),
         )
 
-    threshold = float(threshold or 0.0)
+    try:
+        threshold = update_state(parse_query({})[0], threshold=threshold).threshold
+    except ValueError as err:
+        logger.info("edge threshold %r replaced by 0: %s", threshold, err)
+        threshold = 0.0
     elements = graph.build_elements(circuit, threshold)
     low, high = graph.importance_range(circuit)
     shown_edges = sum(1 for element in elements if "source" in element["data"])

@@ -35,6 +35,17 @@ def _first_or_requested(requested: str | None, options: list[str]) -> str | None
     return options[0] if options else None
 
 
+def _channel(index) -> int:
+    """Convert the channel input to an int; raise ValueError naming a value that is not one."""
+    try:
+        channel = int(index)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0") from err
+    if channel != index and str(channel) != str(index):
+        raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0")
+    return channel
+
+
 def _control(label: str, component, width: int) -> dbc.Col:
     return dbc.Col([dbc.Label(label, html_for=component.id), component], md=width)
 
@@ -172,8 +183,9 @@ def show_activations(model, location, index, source, task, sample, text):
     """Run the model on the chosen input and show the node's activation per token."""
     if not model or not location or index is None:
         return notice("Pick a model, a location and a channel."), empty_figure(""), []
-    node = f"{location}:{int(index)}"
+    node = f"{location}:{index}"
     try:
+        node = f"{location}:{_channel(index)}"
         if source == "text":
             sequences = [("text", encode_text(model, text or ""))]
         else:
@@ -201,8 +213,10 @@ def show_activations(model, location, index, source, task, sample, text):
 )
 def serialise_query(model, location, index, source, task, sample, text):
     """Serialise the current view into the query string for the address bar."""
-    node = f"{location}:{int(index)}" if location and index is not None else None
+    node = None
     try:
+        if location and index is not None:
+            node = f"{location}:{_channel(index)}"
         state = update_state(
             parse_query({})[0],
             model=model,
