@@ -197,9 +197,22 @@ def test_circuit_incomplete_selection_shows_notice(webapp_context):
 
 def test_selectors_fall_back_to_listed_values(webapp_context):
     result = _page("circuit").update_selectors(MODEL, "nope", SWEEP, "k_optim")
-    options, values = result[:4], result[4:]
+    options, values, messages = result[:4], result[4:8], result[8]
     assert options == ([MODEL], [TASK], [SWEEP], ["8", "k_optim"])
     assert values == (MODEL, TASK, SWEEP, "k_optim")
+    assert messages == []
+
+
+def test_selectors_report_empty_level(store_copy):
+    for k_folder in (store_copy / "viz" / MODEL / TASK / SWEEP).iterdir():
+        if k_folder.is_dir():
+            shutil.rmtree(k_folder)
+    result = _page("circuit").update_selectors(MODEL, TASK, SWEEP, "8")
+    assert result[3] == []
+    assert result[7] is None
+    assert f"No k is available for model '{MODEL}', task '{TASK}', sweep '{SWEEP}'." in _text(
+        result[8]
+    )
 
 
 def test_circuit_layout_reports_url_problems(webapp_context):

@@ -23,46 +23,34 @@ LEVELS = ("model", "task", "sweep", "k")
 
 @dataclass
 class Selection:
-    """Options and chosen value of each level; `complete` when all four are chosen."""
+    """Options and chosen value of each level, with messages for the page.
+
+    `problems` name empty levels and failed listings. `replacements` name requested values that the
+    store does not list, each replaced by the first listed entry.
+    """
 
     options: dict[str, list[str]] = field(default_factory=lambda: {lv: [] for lv in LEVELS})
     values: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(LEVELS))
-    messages: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return all(self.values[level] is not None for level in LEVELS)
+    problems: list[str] = field(default_factory=list)
+    replacements: list[str] = field(default_factory=list)
 
 
-def _choose(level: str, requested: str | None, options: Sequence[str], where: str) -> tuple:
-    """Return (value, message or None) for one level."""
-    if not options:
-        return None, f"No {level} is available {where}."
-    if requested is None:
-        return options[0], None
-    if requested in options:
-        return requested, None
+def _replacement(level: str, requested: str, options: Sequence[str], where: str) -> str:
     shown = ", ".join(options[:20]) + (" ..." if len(options) > 20 else "")
-    return options[0], (
+    return (
         f"{level} {requested!r} is not available {where}; showing {options[0]!r}. "
         f"Available: {shown}."
     )
 
 
-def resolve_selection(
-    store: Store,
-    requested: dict[str, str | None],
-    *,
-    models_lister: Callable[[Store], list[str]] | None = None,
-) -> Selection:
+def resolve_selection(store: Store, requested: dict[str, str | None]) -> Selection:
     """Fill the four levels from the catalogue, starting from the `requested` values.
 
-    `models_lister` lists the models to offer (default: those with circuits under `viz/`).
+    Models are those with circuits under `viz/`.
     """
     selection = Selection()
-    list_models = models_lister or catalogue.list_viz_models
     listers: dict[str, Callable[[], list]] = {
-        "model": lambda: list_models(store),
+        "model": lambda: catalogue.list_viz_models(store),
         "task": lambda: catalogue.list_tasks(selection.values["model"], store),
         "sweep": lambda: catalogue.list_sweeps(
             selection.values["model"], selection.values["task"], store
@@ -78,14 +66,18 @@ def resolve_selection(
             options = [str(option) for option in listers[level]()]
         except (OSError, catalogue.CatalogueError) as err:
             logger.warning("listing %s failed (%s): %s", level, where, err)
-            selection.messages.append(f"Could not list {level}s {where}: {err}")
+            selection.problems.append(f"Could not list {level}s {where}: {err}")
             break
-        value, message = _choose(level, requested.get(level), options, where)
         selection.options[level] = options
-        selection.values[level] = value
-        if message:
-            selection.messages.append(message)
-        if value is None:
+        if not options:
+            selection.problems.append(f"No {level} is available {where}.")
             break
+
+        value = requested.get(level)
+        if value not in options:
+            if value is not None:
+                selection.replacements.append(_replacement(level, value, options, where))
+            value = options[0]
+        selection.values[level] = value
         chosen.append(f"{level} {value!r}")
     return selection

@@ -55,7 +55,7 @@ def _selector(level: str, options: list[str], value: str | None) -> dbc.Col:
 def layout(**query) -> html.Div:
     state, messages = parse_query(query)
     selection = resolve_selection(get_store(), {level: getattr(state, level) for level in LEVELS})
-    messages += selection.messages
+    messages += selection.replacements + selection.problems
     return html.Div(
         [
             dcc.Store(id="circuit-query"),
@@ -97,6 +97,7 @@ def layout(**query) -> html.Div:
                 ],
                 className="my-2",
             ),
+            html.Div(id="circuit-selector-messages"),
             html.Div(id="circuit-messages"),
             dcc.Loading(html.Div(id="circuit-summary")),
             dcc.Graph(
@@ -158,17 +159,22 @@ def layout(**query) -> html.Div:
 @callback(
     *(Output(f"circuit-{level}", "options") for level in LEVELS),
     *(Output(f"circuit-{level}", "value") for level in LEVELS),
+    Output("circuit-selector-messages", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
     prevent_initial_call=True,
 )
 def update_selectors(model, task, sweep, k):
-    """Refill the four selectors after one changes; lower levels fall back to their first entry."""
-    # A lower level keeps its value when the new higher level lists it too.
+    """Refill the four selectors after one changes; lower levels fall back to their first entry.
+
+    A lower level keeps its value when the new higher level lists it too. Only empty levels and
+    failed listings get a message, because a fallback after a change is expected.
+    """
     requested = dict(zip(LEVELS, (model, task, sweep, k), strict=True))
     selection = resolve_selection(get_store(), requested)
     return (
         *(selection.options[level] for level in LEVELS),
         *(selection.values[level] for level in LEVELS),
+        message_list(selection.problems),
     )
 
 
