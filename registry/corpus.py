@@ -106,8 +106,10 @@ def _read_source(path: Path) -> str | None:
     return text
 
 
-def _candidate_files(extra_dirs: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
-    candidates = list(_walk_py_files(stdlib_root()))
+def _candidate_files(
+    extra_dirs: Sequence[str | os.PathLike], include_stdlib: bool
+) -> list[tuple[str, Path]]:
+    candidates = list(_walk_py_files(stdlib_root())) if include_stdlib else []
     for extra in extra_dirs:
         extra_path = Path(extra)
         if not extra_path.is_dir():
@@ -124,8 +126,12 @@ def list_files(
     split: Split = "all",
     extra_dirs: Sequence[str | os.PathLike] = (),
     validation_fraction: float = VALIDATION_FRACTION,
+    include_stdlib: bool = True,
 ) -> list[CorpusFile]:
-    """List the corpus files of one split, sorted by relative path."""
+    """List the corpus files of one split, sorted by relative path.
+
+    ``include_stdlib=False`` keeps only the extra folders (small corpora for tests).
+    """
     if split not in SPLITS:
         raise ValueError(f"invalid split {split!r}; expected one of {SPLITS}")
     if not 0.0 < validation_fraction < 1.0:
@@ -134,7 +140,7 @@ def list_files(
     seen_hashes: set[str] = set()
     files: list[CorpusFile] = []
     n_rejected = 0
-    for relpath, path in _candidate_files(extra_dirs):
+    for relpath, path in _candidate_files(extra_dirs, include_stdlib):
         text = _read_source(path)
         if text is None:
             n_rejected += 1

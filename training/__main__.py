@@ -29,12 +29,77 @@ def _run_bpe(args: argparse.Namespace) -> None:
     build_tokenizer(args.out, args.extra_dir)
 
 
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a weight-sparse GPT on the corpus")
+    parser.add_argument("preset", help="preset name in training/presets/ or a .toml path")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a preset value, e.g. train.max_steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from <checkpoint_dir>/<name>/ckpt.pt",
+    )
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from registry.tokenizer import get_encoding
+    from training.config import load_run_config
+    from training.trainer import train
+
+    run = load_run_config(args.preset, args.overrides)
+    encoding = get_encoding(run.model.tokenizer_name)
+    if encoding.n_vocab != run.model.vocab_size:
+        raise SystemExit(
+            f"vocab_size {run.model.vocab_size} does not match {encoding.name} "
+            f"({encoding.n_vocab} tokens); set model.vocab_size={encoding.n_vocab}"
+        )
+    train(run, encoding, resume=args.resume)
+
+
+def _add_eval_tasks_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-tasks", help="report how many task pairs a full model answers correctly"
+    )
+    parser.add_argument("model", help="model folder, store URL or model name in the store")
+    parser.add_argument(
+        "--task",
+        dest="tasks",
+        action="append",
+        default=[],
+        help="task name (repeatable; default: every task)",
+    )
+
+
+def _run_eval_tasks(args: argparse.Namespace) -> None:
+    from inference.gpt import load_model
+    from registry.tasks import get_task, list_task_names
+    from registry.tokenizer import get_encoding
+    from training.evaluate import task_accuracy
+
+    model = load_model(args.model)
+    encoding = get_encoding(model.config.tokenizer_name)
+    for name in args.tasks or list_task_names():
+        result = task_accuracy(model, get_task(name, encoding))
+        print(
+            f"{name:28s} pairs {result.pairs_correct:4d}/{result.n_pairs:<4d} "
+            f"({result.pair_accuracy:6.1%})  sequences {result.sequence_accuracy:6.1%}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one subcommand per task."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_bpe_parser(subparsers)
+    _add_train_parser(subparsers)
+    _add_eval_tasks_parser(subparsers)
     return parser
 
 
@@ -44,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    commands = {"bpe": _run_bpe}
+    commands = {"bpe": _run_bpe, "train": _run_train, "eval-tasks": _run_eval_tasks}
     commands[args.command](args)
 
 

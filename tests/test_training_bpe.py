@@ -1,0 +1,53 @@
+"""Tests of the stdlib_2k tokenizer: data-gym export and the committed store files."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from registry import corpus
+from training import bpe
+
+STORE_TOKENIZER = Path(__file__).resolve().parents[1] / "store" / "stdlib_2k"
+
+SAMPLE = 'def greet(name):\n    return f"hello {name}!"  # café\n\n\tx = [1, 22, 333]\n'
+
+
+def test_gpt2_byte_order_is_a_permutation():
+    order = bpe.gpt2_byte_order()
+    assert sorted(order) == list(range(256))
+    assert order[0] == ord("!")
+
+
+def test_exported_tokenizer_round_trips(tmp_path):
+    documents = [SAMPLE * 3, "class A:\n    pass\n", "import os\nprint(os.sep)\n"] * 5
+    tokenizer = bpe.train_hf_bpe(documents, vocab_size=300)
+    bpe.export_data_gym(tokenizer, tmp_path, vocab_size=290)
+    encoding = bpe.load_data_gym_encoding(tmp_path, name="test_290")
+    assert encoding.n_vocab == 290
+    assert encoding.eot_token == 289
+    tokens = encoding.encode_ordinary(SAMPLE)
+    assert encoding.decode(tokens) == SAMPLE
+    assert len(tokens) < len(SAMPLE.encode("utf-8"))
+
+
+def test_export_rejects_too_few_merges(tmp_path):
+    tokenizer = bpe.train_hf_bpe(["ab ab ab"], vocab_size=300)
+    with pytest.raises(ValueError, match="fewer than the"):
+        bpe.export_data_gym(tokenizer, tmp_path, vocab_size=2048)
+
+
+def test_store_tokenizer_layout():
+    encoder = json.loads((STORE_TOKENIZER / "encoder.json").read_text("utf-8"))
+    assert len(encoder) == 2048
+    assert encoder[corpus.EOT_TOKEN] == 2047
+    merges = (STORE_TOKENIZER / "vocab.bpe").read_text("utf-8").splitlines()
+    assert merges[0] == "#version: 0.2"
+    assert len(merges) == 1 + 2048 - 256 - 1
+
+
+def test_store_tokenizer_round_trips_validation_files():
+    encoding = bpe.load_data_gym_encoding(STORE_TOKENIZER)
+    files = corpus.list_files("validation")[:10]
+    assert files
+    assert bpe.check_round_trip(encoding, files) > 0

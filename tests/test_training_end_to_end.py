@@ -1,0 +1,103 @@
+"""End-to-end tests of the trainer on the tiny preset and a small corpus of this repo's code."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference.gpt import load_model
+from registry.tokenizer import get_encoding
+from training import trainer
+from training.config import load_run_config
+from training.schedule import density_at
+from training.sparsity import scheduled_nnz, sparse_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_run(tmp_path: Path, *overrides: str):
+    corpus_dirs = json.dumps([str(REPO / "inference"), str(REPO / "registry")])
+    return load_run_config(
+        "tiny",
+        [
+            f'train.out_dir="{tmp_path / "store"}"',
+            f'train.checkpoint_dir="{tmp_path / "checkpoints"}"',
+            "train.include_stdlib=false",
+            f"train.extra_dirs={corpus_dirs}",
+            "train.validation_fraction=0.3",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def encoding():
+    return get_encoding("stdlib_2k")
+
+
+def test_every_step_has_scheduled_nnz(tmp_path, encoding):
+    run = tiny_run(tmp_path)
+    train_tokens, _ = trainer.load_tokens(run, encoding)
+    state = trainer.init_state(run)
+    sparse = sparse_parameters(state.model)
+    for step in range(run.train.max_steps):
+        trainer.train_step(state, run, train_tokens, sparse)
+        density = density_at(step, run.train.max_steps, run.train.target_density, 0.5)
+        for name, param in sparse.items():
+            n_rows = param.shape[0] if param.dim() == 2 else 1
+            row_minimum = 4 if param.dim() == 2 else 0
+            expected = scheduled_nnz(param.numel(), n_rows, density, row_minimum)
+            assert int(torch.count_nonzero(param)) == expected, (step, name)
+            if param.dim() == 2:
+                assert int(torch.count_nonzero(param, dim=1).min()) >= 4, (step, name)
+
+
+def test_tiny_run_writes_loadable_store(tmp_path, encoding):
+    run = tiny_run(tmp_path)
+    folder = trainer.train(run, encoding)
+
+    model = load_model(str(folder))
+    config = json.loads((folder / "beeg_config.json").read_text())
+    assert config["tokenizer_name"] == "stdlib_2k"
+    assert config["n_layer"] == run.model.n_layer
+    c_fc = model.transformer.h[0].mlp.c_fc.weight
+    assert int(torch.count_nonzero(c_fc)) == round(0.25 * c_fc.numel())
+
+    lines = (tmp_path / "store/train_curves/tiny/progress.json").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records] == [10, 20]
+    for key in ("tokens", "lr", "density", "train_xent", "test_xent", "L0", "L0_non_embed"):
+        assert key in records[-1], key
+    assert "num_alive_neurons/c_fc/layer_1" in records[-1]
+    assert records[-1]["tokens"] == 20 * 4 * 32
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, encoding):
+    whole = trainer.train(tiny_run(tmp_path / "whole"), encoding)
+
+    # Stop a second run after 10 of its 20 steps, checkpoint it, then resume to the end.
+    first_half = tiny_run(tmp_path / "half")
+    state = trainer.init_state(first_half)
+    train_tokens, _ = trainer.load_tokens(first_half, encoding)
+    sparse = sparse_parameters(state.model)
+    for _ in range(10):
+        trainer.train_step(state, first_half, train_tokens, sparse)
+    trainer.save_state(state, first_half, Path(first_half.train.checkpoint_dir) / "tiny")
+    resumed = trainer.train(first_half, encoding, resume=True)
+
+    expected = torch.load(whole / "final_model.pt", weights_only=True)
+    actual = torch.load(resumed / "final_model.pt", weights_only=True)
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, msg=key)
+
+
+def test_used_up_time_budget_ends_run(tmp_path, encoding):
+    run = tiny_run(tmp_path, "train.time_budget_s=1e-9")
+    trainer.train(run, encoding)
+
+    lines = (tmp_path / "store/train_curves/tiny/progress.json").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert len(lines) == 1
+    assert record["step"] == 1
+    assert (tmp_path / "store/models/tiny/final_model.pt").is_file()

@@ -1,0 +1,107 @@
+"""Resumable training checkpoints and the store outputs of a finished run.
+
+A checkpoint holds only tensors, numbers, strings and containers of them, so it loads with
+``torch.load(weights_only=True)``. Store outputs follow the released layout:
+``models/<name>/beeg_config.json``, ``models/<name>/final_model.pt`` (a plain float32 state dict)
+and ``train_curves/<name>/progress.json`` (one JSON object per line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "ckpt.pt"
+
+
+def run_config_dict(run: RunConfig) -> dict[str, dict[str, Any]]:
+    """Return the run config as plain dicts (for checkpoints and logs)."""
+    return {"model": run.model.to_dict(), "train": dataclasses.asdict(run.train)}
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (temporary file, then rename) and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CHECKPOINT_FILE
+    partial = folder / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state, partial)
+    partial.replace(path)
+    return path
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """Read the checkpoint in ``folder``; raise FileNotFoundError when there is none."""
+    path = folder / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; start without --resume")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> None:
+    """Raise ValueError when the model or schedule differs from the checkpoint's run."""
+    current = run_config_dict(run)
+    if saved["model"] != current["model"]:
+        changed = sorted(
+            key for key in current["model"] if saved["model"].get(key) != current["model"][key]
+        )
+        raise ValueError(f"cannot resume: model config differs from the checkpoint in {changed}")
+    schedule_keys = (
+        "max_steps",
+        "lr",
+        "target_density",
+        "anneal_frac",
+        "warmup_frac",
+        "batch_size",
+    )
+    changed = [key for key in schedule_keys if saved["train"].get(key) != current["train"][key]]
+    if changed:
+        raise ValueError(f"cannot resume: schedule settings {changed} differ from the checkpoint")
+
+
+def write_model(
+    out_dir: Path, name: str, run: RunConfig, state_dict: dict[str, torch.Tensor]
+) -> Path:
+    """Write ``beeg_config.json`` and ``final_model.pt`` under ``<out_dir>/models/<name>/``."""
+    folder = out_dir / "models" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = run.model.to_dict()
+    (folder / "beeg_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    weights = {
+        key: value.detach().to(torch.float32).contiguous().clone()
+        for key, value in state_dict.items()
+    }
+    partial = folder / "final_model.pt.tmp"
+    torch.save(weights, partial)
+    partial.replace(folder / "final_model.pt")
+    logger.info("wrote %s", folder)
+    return folder
+
+
+def progress_path(out_dir: Path, name: str) -> Path:
+    """Return the path of a run's ``progress.json``."""
+    return out_dir / "train_curves" / name / "progress.json"
+
+
+def truncate_progress(path: Path, last_step: int) -> None:
+    """Drop progress lines after ``last_step`` (they came from a run that was resumed earlier)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def append_progress(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``progress.json``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")

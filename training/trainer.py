@@ -1,0 +1,258 @@
+"""The weight-sparse trainer (Gao et al. 2025, "Weight-sparse transformers have interpretable
+circuits", Appendix A).
+
+Each step:
+
+1. set the scheduled density and learning rate (``training.schedule``);
+2. forward and backward on a random batch of corpus windows;
+3. clip the root-mean-square of all gradient entries to ``grad_rms_clip``;
+4. AdamW step;
+5. project every sparse tensor back to its top-k magnitudes (``training.sparsity``).
+
+Every ``eval_interval`` steps one line goes to ``progress.json``; every ``checkpoint_interval`` steps
+a resumable checkpoint is written. At the end the model goes to the store layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from inference.gpt import GPT
+from training import checkpoint, data, metrics
+from training.config import RunConfig
+from training.schedule import density_at, lr_at
+from training.sparsity import project_to_density, sparse_parameters
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything that changes during a run and is saved in a checkpoint."""
+
+    model: GPT
+    optimizer: torch.optim.AdamW
+    generator: torch.Generator
+    step: int = 0  # optimizer steps done
+    tokens: int = 0
+    elapsed_s: float = 0.0
+
+
+def build_optimizer(model: nn.Module, run: RunConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings, none on norms, biases and sink logits."""
+    train = run.train
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps)
+
+
+def clip_grad_rms(params: list[nn.Parameter], max_rms: float) -> float:
+    """Scale gradients so their root-mean-square over all entries is at most ``max_rms``."""
+    grads = [p.grad for p in params if p.grad is not None]
+    n_entries = sum(g.numel() for g in grads)
+    # A norm limit of max_rms * sqrt(n) is the same as an RMS limit of max_rms.
+    norm = torch.nn.utils.clip_grad_norm_(grads, max_rms * math.sqrt(n_entries))
+    return float(norm) / math.sqrt(n_entries)
+
+
+def init_state(run: RunConfig) -> TrainState:
+    """Build a freshly initialised model, optimizer and data generator from the run's seed."""
+    torch.manual_seed(run.train.seed)
+    model = GPT(run.model)
+    optimizer = build_optimizer(model, run)
+    generator = torch.Generator().manual_seed(run.train.seed)
+    return TrainState(model=model, optimizer=optimizer, generator=generator)
+
+
+def resume_state(run: RunConfig, folder: Path) -> TrainState:
+    """Rebuild the state saved in the checkpoint folder."""
+    saved = checkpoint.load_checkpoint(folder)
+    checkpoint.check_resume_config(saved["run_config"], run)
+    state = init_state(run)
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.generator.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.step, state.tokens, state.elapsed_s = saved["step"], saved["tokens"], saved["elapsed_s"]
+    logger.info("resumed %s at step %d (%d tokens)", folder, state.step, state.tokens)
+    return state
+
+
+def save_state(state: TrainState, run: RunConfig, folder: Path) -> None:
+    """Write a resumable checkpoint of the state."""
+    payload = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "generator": state.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "run_config": checkpoint.run_config_dict(run),
+        "step": state.step,
+        "tokens": state.tokens,
+        "elapsed_s": state.elapsed_s,
+    }
+    path = checkpoint.save_checkpoint(folder, payload)
+    logger.info("checkpoint at step %d: %s", state.step, path)
+
+
+def schedule_position(state: TrainState, run: RunConfig) -> float:
+    """Return the step the schedules use: the step count, or further on when the time budget says so."""
+    train = run.train
+    if train.time_budget_s is None:
+        return state.step
+    return max(state.step, state.elapsed_s / train.time_budget_s * train.max_steps)
+
+
+def is_finished(state: TrainState, run: RunConfig) -> bool:
+    """Whether the run has reached max_steps or used up its time budget."""
+    return schedule_position(state, run) >= run.train.max_steps
+
+
+def train_step(state: TrainState, run: RunConfig, train_tokens: torch.Tensor, sparse: dict) -> dict:
+    """Run one optimizer step and the projection; return the step's loss, lr and density."""
+    train = run.train
+    position = schedule_position(state, run)
+    density = density_at(position, train.max_steps, train.target_density, train.anneal_frac)
+    lr = lr_at(position, train.max_steps, train.lr, train.warmup_frac, density)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+
+    inputs, targets = data.sample_batch(
+        train_tokens, train.batch_size, run.model.block_size, state.generator
+    )
+    _, loss, _ = state.model(inputs, targets)
+    loss.backward()
+    loss = loss.detach()
+    grad_rms = clip_grad_rms(list(state.model.parameters()), train.grad_rms_clip)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    project_to_density(sparse, density, train.min_per_row)
+
+    state.step += 1
+    state.tokens += inputs.numel()
+    return {"loss": loss.item(), "lr": lr, "density": density, "grad_rms": grad_rms}
+
+
+def evaluation_record(
+    state: TrainState, sparse: dict, eval_batches: list, train_losses: list[float], last: dict
+) -> dict[str, Any]:
+    """Build one progress.json line: schedule values, losses, L0 and alive neurons."""
+    l0, l0_non_embed = metrics.l0_counts(sparse)
+    record = {
+        "step": state.step,
+        "tokens": state.tokens,
+        "lr": last["lr"],
+        "density": last["density"],
+        "train_xent": sum(train_losses) / len(train_losses),
+        "test_xent": metrics.mean_loss(state.model, eval_batches),
+        "L0": l0,
+        "L0_non_embed": l0_non_embed,
+    }
+    record.update(metrics.alive_neurons(state.model, eval_batches[0][0]))
+    record["elapsed_s"] = round(state.elapsed_s, 1)
+    return record
+
+
+def load_tokens(run: RunConfig, encoding) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the train and validation token tensors of the run's corpus."""
+    train = run.train
+    cache_dir = Path(train.checkpoint_dir) / "token_cache"
+    splits = []
+    for split in ("train", "validation"):
+        array = data.load_split_tokens(
+            encoding,
+            split,
+            train.extra_dirs,
+            cache_dir,
+            include_stdlib=train.include_stdlib,
+            validation_fraction=train.validation_fraction,
+        )
+        splits.append(torch.from_numpy(array.astype("int64")))
+    return splits[0], splits[1]
+
+
+def train(run: RunConfig, encoding, resume: bool = False) -> Path:
+    """Train a model per ``run`` and write it to the store; return the model folder."""
+    train = run.train
+    torch.set_num_threads(train.num_threads)
+    out_dir = Path(train.out_dir)
+    folder = Path(train.checkpoint_dir) / train.name
+    progress = checkpoint.progress_path(out_dir, train.name)
+
+    train_tokens, val_tokens = load_tokens(run, encoding)
+    eval_batches = data.fixed_eval_batches(
+        val_tokens, train.eval_batches, train.batch_size, run.model.block_size, train.seed
+    )
+    state = resume_state(run, folder) if resume else init_state(run)
+    checkpoint.truncate_progress(progress, state.step)
+    sparse = sparse_parameters(state.model)
+    logger.info(
+        "training %s: %d steps x %d tokens, %d sparse tensors, target density %g",
+        train.name,
+        train.max_steps,
+        train.batch_size * run.model.block_size,
+        len(sparse),
+        train.target_density,
+    )
+
+    _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
+    return checkpoint.write_model(out_dir, train.name, run, state.model.state_dict())
+
+
+def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder) -> None:
+    train = run.train
+    tokens_per_step = train.batch_size * run.model.block_size
+    bar = tqdm(
+        total=train.max_steps * tokens_per_step,
+        initial=state.tokens,
+        unit="tok",
+        unit_scale=True,
+        disable=not train.progress_bar,
+    )
+    state.model.train()
+    train_losses: list[float] = []
+    while not is_finished(state, run):
+        started = time.perf_counter()
+        last = train_step(state, run, train_tokens, sparse)
+        state.elapsed_s += time.perf_counter() - started
+        train_losses.append(last["loss"])
+        bar.update(tokens_per_step)
+        bar.set_postfix(loss=f"{last['loss']:.3f}", density=f"{last['density']:.3f}")
+
+        done = is_finished(state, run)
+        if state.step % train.eval_interval == 0 or done:
+            record = evaluation_record(state, sparse, eval_batches, train_losses, last)
+            checkpoint.append_progress(progress, record)
+            logger.info(
+                "step %d: train_xent %.4f test_xent %.4f density %.4f lr %.2e L0 %d, %.0f tokens/s",
+                state.step,
+                record["train_xent"],
+                record["test_xent"],
+                record["density"],
+                record["lr"],
+                record["L0"],
+                state.tokens / max(state.elapsed_s, 1e-9),
+            )
+            train_losses = []
+        if state.step % train.checkpoint_interval == 0 or done:
+            save_state(state, run, folder)
+    bar.close()
+    if state.step < train.max_steps:
+        logger.info(
+            "time budget of %.0f s used up after %d of %d steps",
+            train.time_budget_s,
+            state.step,
+            train.max_steps,
+        )
