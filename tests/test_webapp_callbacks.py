@@ -67,6 +67,9 @@ def test_weight_counts_match_checkpoint(webapp_context, webapp_store):
     expected_nnz = sum(int(tensor.count_nonzero()) for tensor in matrices)
     text = _text(_page("models").show_weight_counts(MODEL))
     assert f"{expected_nnz:,} nonzero of {expected_total:,}" in text
+    table = _text(_page("models").show_model_table([MODEL]))
+    assert f"{expected_nnz:,} ({expected_nnz / expected_total:.3g})" in table
+    assert 0.2 < expected_nnz / expected_total < 0.3  # the tiny model keeps about 1 in 4 weights
 
 
 def test_training_curves_default_metrics(webapp_context):

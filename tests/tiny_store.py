@@ -154,6 +154,16 @@ def _viz_data(model: GPT, tokens: torch.Tensor, lengths: list[int], seed: int) -
     }
 
 
+def _sparsify(model: GPT, density: float) -> None:
+    """Zero all but a random `density` fraction of each weight matrix, like a weight-sparse model."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                keep = torch.rand(parameter.shape, generator=generator) < density
+                parameter.mul_(keep)
+
+
 def build_tiny_store(root: Path) -> Path:
     """Write the tiny store under `root` and return `root`."""
     shutil.copytree(REPO_STORE / "stdlib_2k", root / "stdlib_2k", dirs_exist_ok=True)
@@ -161,6 +171,7 @@ def build_tiny_store(root: Path) -> Path:
     torch.manual_seed(0)
     config = GPTConfig(**{k: v for k, v in CONFIG.items() if k != "pfrac"})
     model = GPT(config).eval()
+    _sparsify(model, CONFIG["pfrac"])
     model_dir = root / "models" / MODEL
     model_dir.mkdir(parents=True)
     (model_dir / "beeg_config.json").write_text(json.dumps(CONFIG))

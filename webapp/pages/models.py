@@ -13,7 +13,14 @@ from dash import ClientsideFunction, Input, Output, callback, clientside_callbac
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list, notice
-from webapp.data import DataFileError, list_models, model_summary, training_records, weight_counts
+from webapp.data import (
+    DataFileError,
+    get_store,
+    list_models,
+    model_summary,
+    training_records,
+    weight_counts,
+)
 from webapp.figures import default_metrics, empty_figure, numeric_metrics, training_curves_figure
 from webapp.url_state import parse_query, to_query_string, update_state
 
@@ -95,14 +102,28 @@ def _format_cell(value) -> str:
     return str(value)
 
 
+def _weights_cell(model: str) -> str:
+    """Nonzero weights and density from the checkpoint; only for local stores, where it is cheap."""
+    if get_store().is_remote:
+        return "select the model"
+    try:
+        counts = weight_counts(model)
+    except LOAD_ERRORS as err:
+        logger.warning("weight counts of %s failed: %s", model, err)
+        return str(err)
+    return f"{counts['nnz']:,} ({counts['density']:.3g})"
+
+
 def _summary_row(model: str) -> html.Tr:
     try:
         summary = model_summary(model)
     except LOAD_ERRORS as err:
-        return html.Tr([html.Td(model), html.Td(str(err), colSpan=len(SUMMARY_COLUMNS))])
+        logger.warning("config summary of %s failed: %s", model, err)
+        return html.Tr([html.Td(model), html.Td(str(err), colSpan=len(SUMMARY_COLUMNS) + 1)])
     cells = [html.Td(model)]
     for key, _ in SUMMARY_COLUMNS:
         cells.append(html.Td(_format_cell(summary[key])))
+    cells.append(html.Td(_weights_cell(model)))
     return html.Tr(cells)
 
 
@@ -111,14 +132,15 @@ def show_model_table(models):
     """Tabulate each model's config summary; a model whose config fails to load shows the error."""
     if not models:
         return notice("No models to show.")
-    header = html.Thead(html.Tr([html.Th("model")] + [html.Th(t) for _, t in SUMMARY_COLUMNS]))
+    titles = ["model"] + [title for _, title in SUMMARY_COLUMNS] + ["nonzero weights (density)"]
+    header = html.Thead(html.Tr([html.Th(title) for title in titles]))
     body = html.Tbody([_summary_row(model) for model in models])
     return dbc.Table([header, body], bordered=False, hover=True, size="sm", responsive=True)
 
 
 @callback(Output("models-weights", "children"), Input("models-model", "value"))
 def show_weight_counts(model):
-    """Nonzero weights of the selected model, counted from its checkpoint."""
+    """Count the nonzero weights of the selected model in its checkpoint."""
     if not model:
         return None
     try:
