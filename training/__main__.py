@@ -64,7 +64,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 def _add_eval_tasks_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval-tasks", help="report how many task pairs a full model answers correctly"
+        "eval-tasks", help="count the task pairs that a full model predicts correctly"
     )
     parser.add_argument("model", help="model folder, store URL or model name in the store")
     parser.add_argument(

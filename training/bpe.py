@@ -111,7 +111,7 @@ def export_data_gym(tokenizer: Tokenizer, out_dir: Path, vocab_size: int = VOCAB
 
 
 def load_data_gym_encoding(folder: Path, name: str = ENCODING_NAME) -> tiktoken.Encoding:
-    """Build a tiktoken encoding from a data-gym folder (for checks before the registry sees it)."""
+    """Build a tiktoken encoding from a data-gym folder (to check files before the registry loads them)."""
     ranks = data_gym_to_mergeable_bpe_ranks(
         vocab_bpe_file=str(folder / "vocab.bpe"), encoder_json_file=str(folder / "encoder.json")
     )

@@ -1,6 +1,6 @@
 """Training configuration: TOML presets with a ``[model]`` and a ``[train]`` table.
 
-``[model]`` holds GPTConfig fields; ``[train]`` holds TrainConfig fields. A preset is a file in
+``[model]`` contains GPTConfig fields and ``[train]`` contains TrainConfig fields. A preset is a file in
 ``training/presets/`` (named without ``.toml``) or a path. ``--set model.d_model=128`` overrides one
 value; the value is parsed as TOML (``1e-3``, ``true``, ``"text"``), and a bare word is a string.
 """

@@ -1,7 +1,7 @@
 """Task accuracy of a full (unpruned) model on the binary next-token tasks.
 
 A pair counts as correct when the model prefers ``target_tokid`` over ``target_alt_tokid`` after
-``inputs`` and the reverse after ``patch_from_inputs``; both comparisons use the logits at the last
+``inputs`` and the reverse after ``patch_from_inputs``. Both comparisons use the logits at the last
 token of each sequence.
 """
 
@@ -16,11 +16,11 @@ from inference.gpt import GPT
 
 @dataclass(frozen=True)
 class TaskAccuracy:
-    """Counts of correct answers of one model on one task's test pairs."""
+    """Counts of correct predictions of one model on one task's test pairs."""
 
     task: str
     n_pairs: int
-    pairs_correct: int  # both sequences of the pair answered correctly
+    pairs_correct: int  # pairs with both sequences predicted correctly
     sequences_correct: int  # out of 2 * n_pairs
 
     @property

@@ -2,7 +2,7 @@
 
 Density falls linearly from 1 to the target over the first ``anneal_frac`` of the steps, then stays
 at the target. The learning rate warms up linearly over ``warmup_frac`` of the steps, then decays
-linearly to zero at the last step; it is multiplied by ``1 / sqrt(density)`` of the same step, so it
+linearly to zero at the last step. It is multiplied by ``1 / sqrt(density)`` of the same step, so it
 rises while density falls (the "sharkfin" shape of Gao et al. 2025, Appendix A).
 """
 

@@ -1,9 +1,9 @@
 """Weight sparsity for training: which tensors are sparse, and the top-k magnitude projection.
 
 After every optimizer step the trainer keeps, in each sparse tensor, the ``k = round(density *
-numel)`` entries of largest magnitude and zeroes the rest. In a 2-D weight each row (one output
-neuron or attention channel of a Linear layer; one token or position of an embedding) keeps at
-least ``min_per_row`` entries, so no neuron is cut off entirely:
+numel)`` entries of largest magnitude and zeroes the rest. A row of a 2-D weight is one output
+neuron or attention channel of a Linear layer, or one token or position of an embedding. Each row
+keeps at least ``min_per_row`` entries, so no neuron is cut off entirely:
 
 1. keep the ``min_per_row`` largest-magnitude entries of every row;
 2. fill the remaining ``k - n_rows * min_per_row`` slots with the largest-magnitude entries left,

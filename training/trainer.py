@@ -108,7 +108,8 @@ def save_state(state: TrainState, run: RunConfig, folder: Path) -> None:
 
 
 def schedule_position(state: TrainState, run: RunConfig) -> float:
-    """Return the step the schedules use: the step count, or further on when the time budget says so."""
+    """Return the step the schedules use: the step count, or the used fraction of the time budget
+    times max_steps when that is larger."""
     train = run.train
     if train.time_budget_s is None:
         return state.step
@@ -116,7 +117,7 @@ def schedule_position(state: TrainState, run: RunConfig) -> float:
 
 
 def is_finished(state: TrainState, run: RunConfig) -> bool:
-    """Whether the run has reached max_steps or used up its time budget."""
+    """Return whether the run has reached max_steps or used up its time budget."""
     return schedule_position(state, run) >= run.train.max_steps
 
 
