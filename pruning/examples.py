@@ -37,8 +37,8 @@ def _example(windows, activations, flat_index: int) -> tuple:
     row, position = divmod(flat_index, window_len)
     start = max(0, position - CONTEXT_BEFORE)
     end = min(window_len, position + CONTEXT_AFTER + 1)
-    tokens = windows[row, start:end].to(torch.int32).clone()
-    values = activations[row, start:end].float().clone()
+    tokens = windows[row, start:end].to(torch.int32)
+    values = activations[row, start:end].float()
     return (tokens, values, position - start)
 
 
@@ -76,4 +76,32 @@ def activation_examples(model, circuit: Mapping[str, torch.Tensor], windows: tor
             int(node): _node_examples(windows, activations[:, :, column])
             for column, node in enumerate(circuit[loc])
         }
+    _share_storage(samples)
     return samples
+
+
+def _share_storage(samples: dict) -> None:
+    """Make every example's tensors views of two shared buffers, in place.
+
+    torch.save writes each distinct storage as its own archive entry, so tens of
+    thousands of small tensors cost more in overhead than in data. Views of one
+    buffer are saved as one entry and load back as views with weights_only=True.
+    """
+    sides = [
+        side
+        for per_node in samples.values()
+        for bands in per_node.values()
+        for pair in bands.values()
+        for side in pair
+    ]
+    examples = [example for side in sides for example in side]
+    if not examples:
+        return
+    token_buffer = torch.cat([tokens for tokens, _, _ in examples])
+    value_buffer = torch.cat([values for _, values, _ in examples])
+    offset = 0
+    for side in sides:
+        for index, (tokens, _, position) in enumerate(side):
+            end = offset + tokens.numel()
+            side[index] = (token_buffer[offset:end], value_buffer[offset:end], position)
+            offset = end

@@ -13,7 +13,8 @@ and `task_sample_lengths` (the real length of each task sample).
 `sweep.json` (one per sweep folder) records the loss-versus-k curve:
 {"model", "task", "method", "num_total_nodes", "k_optim", "target_loss_per_sequence",
  "target_reached", "full_model_loss_per_sequence", "eval_split", "points": [{"k",
- "loss_per_sequence", "calibrated_loss_per_sequence"}, ...], "written_ks": [...]}.
+ "loss_per_sequence"}, ...], "written_ks": [...]}. Point losses are uncalibrated,
+like the k search; each written circuit's calibrated loss is in its prune_config.
 """
 
 from __future__ import annotations
