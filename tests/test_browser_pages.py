@@ -1,0 +1,53 @@
+"""Browser tests of the models and per-token pages (dash[testing], headless Chromium): deep links.
+
+Run with `pytest -m browser tests/test_browser_pages.py` (see tests/conftest.py for the browser).
+"""
+
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+from tiny_store import MODEL
+
+pytestmark = pytest.mark.browser
+
+
+def _start(dash_duo, app) -> str:
+    dash_duo.server.host = "127.0.0.1"  # the runner's URL; Dash itself binds 127.0.0.1
+    dash_duo.start_server(app, host="127.0.0.1")
+    return dash_duo.server.url
+
+
+def _query(dash_duo) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlsplit(dash_duo.driver.current_url).query).items()}
+
+
+def _severe_logs(dash_duo) -> list:
+    return [entry for entry in dash_duo.get_logs() or [] if entry.get("level") == "SEVERE"]
+
+
+def test_models_link_restores_metrics(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/?model={MODEL}&metrics=L0", timeout=20)
+
+    dash_duo.wait_for_element("#models-weights-text", timeout=20)
+    dash_duo.wait_for_contains_text("#models-table", "stdlib_2k", timeout=20)
+    dash_duo.wait_for_element("#models-curves .annotation-text", timeout=20)
+    titles = [element.text for element in dash_duo.find_elements("#models-curves .annotation-text")]
+    assert titles == ["L0"]
+    assert _query(dash_duo) == {"model": MODEL, "metrics": "L0"}
+    assert _severe_logs(dash_duo) == []
+
+
+def test_per_token_link_shows_text(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    text = 'print("<b>")\n'
+    url = f"{base}/per-token?model={MODEL}&node=1.mlp.post_act:2&source=text&text={quote(text)}"
+    dash_duo.wait_for_page(url=url, timeout=20)
+
+    dash_duo.wait_for_element("#tokens-heatmap-rows .token", timeout=20)
+    shown = "".join(span.text for span in dash_duo.find_elements("#tokens-heatmap-rows .token"))
+    assert "<b>" in shown  # markup in a token shows as text
+    query = _query(dash_duo)
+    assert query["node"] == "1.mlp.post_act:2"
+    assert query["text"] == text
+    assert _severe_logs(dash_duo) == []
