@@ -1,4 +1,4 @@
-"""Models page: every model's config summary, and one model's weight density and training curves.
+"""Models page: each model's config summary and nonzero weights, and one model's training curves.
 
 URL parameters (see `webapp.url_state`): model, metrics (comma-separated curve names).
 """
@@ -103,7 +103,7 @@ def _format_cell(value) -> str:
 
 
 def _weights_cell(model: str) -> str:
-    """Nonzero weights and density from the checkpoint; only for local stores, where it is cheap."""
+    """Format the checkpoint's nonzero weights and density; local stores only, where it is cheap."""
     if get_store().is_remote:
         return "select the model"
     try:
