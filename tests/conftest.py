@@ -4,13 +4,13 @@ dash[testing] 4.4 has no Selenium Manager, so chromedriver must be on PATH; the 
 Debian's Chromium. The flags keep the headless browser off the network and the GPU.
 """
 
-from selenium.webdriver.chrome.options import Options
-
 # webapp_store, webapp_app, webapp_context, webapp_cache_dir: see tests/webapp_fixtures.py.
 pytest_plugins = ["webapp_fixtures"]
 
 
 def pytest_setup_options():
+    from selenium.webdriver.chrome.options import Options
+
     options = Options()
     options.binary_location = "/usr/bin/chromium"
     for flag in (

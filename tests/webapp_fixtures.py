@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny_store import build_tiny_store
 
-from webapp.data import configure_store
+# The fixtures import the web app and tiny_store lazily, so loading this plugin costs other test
+# modules nothing and cannot break their collection.
 
 
 @pytest.fixture(scope="session")
 def webapp_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny store of the session (read-only: copy it before changing files)."""
+    from tiny_store import build_tiny_store
+
     return build_tiny_store(tmp_path_factory.mktemp("tiny_store"))
 
 
@@ -49,6 +51,8 @@ def webapp_app(webapp_store: Path, webapp_cache_dir: Path):
 @pytest.fixture
 def webapp_context(webapp_app, webapp_store: Path) -> Iterator:
     """An app context (needed by the cache) with the app reading the session's tiny store."""
+    from webapp.data import configure_store
+
     configure_store(str(webapp_store))
     with webapp_app.server.app_context():
         yield webapp_app
