@@ -63,6 +63,9 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     tokens = dash_duo.find_elements("#circuit-task-heatmap pre")
     assert len(tokens) == 2
 
+    dash_duo.driver.execute_script(f"{CY}.getElementById('{node}').emit('mouseover');")
+    dash_duo.wait_for_contains_text("#circuit-hover", "ablation delta", timeout=10)
+
     query = _query(dash_duo)
     assert query["node"] == node
     assert query["k"] == "k_optim"

@@ -300,6 +300,15 @@ def test_search_shows_selection_once_listed():
     assert circuit.show_selected_in_search("0.attn.k:9", options) is None
 
 
+def test_download_names_file_after_circuit():
+    image = _page("circuit").download_image(1, *CIRCUIT)
+    assert image == {
+        "type": "png",
+        "action": "download",
+        "filename": f"circuit-{MODEL}-{TASK}-{SWEEP}-8",
+    }
+
+
 def test_circuit_query_string(webapp_context):
     query = _page("circuit").serialise_query(*CIRCUIT, 0.2, "0.attn.q:4", "0.01")
     assert query == (

@@ -124,10 +124,31 @@ def layout(**query) -> html.Div:
                 maxZoom=4,
                 style={"width": "100%", "height": "620px"},
             ),
-            html.Div(
-                "Colour: ablation delta (blue: ablating the node raises the task loss; red: "
-                "lowers it). Edge width: |weight|; blue positive, red negative.",
-                className="text-muted small mb-3",
+            dbc.Row(
+                [
+                    dbc.Col(
+                        html.Div(
+                            "Colour: ablation delta (blue: ablating the node raises the task "
+                            "loss; red: lowers it). Edge width: |weight|; blue positive, red "
+                            "negative.",
+                            className="text-muted small",
+                        ),
+                        md=7,
+                    ),
+                    dbc.Col(html.Div(id="circuit-hover", className="small"), md=3),
+                    dbc.Col(
+                        dbc.Button(
+                            "Download PNG",
+                            id="circuit-download",
+                            size="sm",
+                            color="secondary",
+                            outline=True,
+                        ),
+                        md=2,
+                        className="text-end",
+                    ),
+                ],
+                className="mb-3",
             ),
             dbc.Row(
                 [
@@ -225,6 +246,31 @@ def update_graph(model, task, sweep, k, threshold):
     )
     style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
     return elements, graph.node_options(circuit), summary, figure, style_inputs, []
+
+
+# Hovering runs in the browser: a server round trip per mouse move would lag.
+clientside_callback(
+    """function (data) {
+        if (!data) { return ""; }
+        var delta = (typeof data.importance === "number" && !data.id.startsWith("row:"))
+            ? "  ablation delta " + data.importance.toFixed(4) : "";
+        return data.label + delta;
+    }""",
+    Output("circuit-hover", "children"),
+    Input("circuit-graph", "mouseoverNodeData"),
+)
+
+
+@callback(
+    Output("circuit-graph", "generateImage"),
+    Input("circuit-download", "n_clicks"),
+    *(State(f"circuit-{level}", "value") for level in LEVELS),
+    prevent_initial_call=True,
+)
+def download_image(n_clicks, model, task, sweep, k):
+    """Make the browser download the graph as a PNG named after the circuit."""
+    name = "-".join(str(part) for part in (model, task, sweep, k))
+    return {"type": "png", "action": "download", "filename": f"circuit-{name}"}
 
 
 @callback(
