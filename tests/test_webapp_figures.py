@@ -107,3 +107,18 @@ def test_render_heatmap_keeps_markup_as_text():
     assert spans[0].style["backgroundColor"] == "rgba(33,102,172,0.500)"
     assert spans[0].title == "position 0: 1"
     assert rendered.id == "heatmap"
+
+
+def test_sweep_figure_range_covers_points_and_k():
+    points = [{"k": 0, "loss_per_sequence": 0.9}, {"k": 4, "loss_per_sequence": 0.5}]
+    points.append({"k": 64, "loss_per_sequence": 0.1})
+    figure = figures.sweep_figure(points, 0.05, 0.15, 100)
+    assert list(figure.data[0].x) == [4, 64]
+    low, high = figure.layout.xaxis.range
+    assert low < math.log10(4)
+    assert math.log10(100) < high < math.log10(1000)
+
+
+def test_sweep_figure_without_positive_k():
+    figure = figures.sweep_figure([{"k": 0, "loss_per_sequence": 0.9}], None, None, None)
+    assert "no points with k > 0" in figure.layout.annotations[0].text

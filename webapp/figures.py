@@ -126,12 +126,26 @@ def sweep_figure(
         )
     )
     if full_model_loss is not None:
-        figure.add_hline(y=full_model_loss, line_dash="dot", annotation_text="full model")
+        figure.add_hline(
+            y=full_model_loss,
+            line_dash="dot",
+            annotation_text="full model",
+            annotation_position="bottom left",
+        )
     if target_loss is not None:
-        figure.add_hline(y=target_loss, line_dash="dash", annotation_text="target")
-    if k is not None:
+        figure.add_hline(
+            y=target_loss,
+            line_dash="dash",
+            annotation_text="target",
+            annotation_position="top left",
+        )
+    ks = [p["k"] for p in shown]
+    if k is not None and k > 0:
         figure.add_vline(x=k, line_color="#ff7f0e", annotation_text=f"k = {k}")
-    figure.update_xaxes(type="log", title_text="k (kept nodes)")
+        ks.append(k)
+    # Line annotations stretch plotly's autorange on a log axis, so the range is set here.
+    log_range = [math.log10(min(ks)) - 0.1, math.log10(max(ks)) + 0.1]
+    figure.update_xaxes(type="log", range=log_range, title_text="k (kept nodes)")
     figure.update_yaxes(title_text="task loss per sequence")
     figure.update_layout(
         template=_TEMPLATE, height=280, showlegend=False, margin={"t": 30}, title="loss against k"
