@@ -28,7 +28,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="model folder (beeg_config.json, final_model.pt)",
     )
     parser.add_argument(
-        "--task", required=True, help="task name (see registry.tasks.list_task_names)"
+        "--task",
+        required=True,
+        nargs="+",
+        help="task names (see registry.tasks.list_task_names); several share one model load",
     )
     parser.add_argument(
         "--store",
@@ -135,7 +138,13 @@ def _store_root(args, parser) -> Path:
 
 
 def _run(args, parser) -> int:
-    from pruning.run import load_setup, rank_by_attribution, rank_by_mask_training, run_sweep
+    from pruning.run import (
+        load_model_for_pruning,
+        rank_by_attribution,
+        rank_by_mask_training,
+        run_sweep,
+        setup_task,
+    )
 
     store_root = _store_root(args, parser)
     try:
@@ -149,22 +158,21 @@ def _run(args, parser) -> int:
         )
     except ValueError as err:
         parser.error(str(err))
-    setup = load_setup(
+    loaded = load_model_for_pruning(
         args.model_dir,
-        args.task,
-        config,
         n_mean_windows=args.mean_windows,
         window_len=args.window_len,
         n_example_windows=args.example_windows,
-        progress=args.progress,
     )
     ks = args.k if args.command == "prune" else args.ks
-    summary = run_sweep(setup, rank_by_mask_training(setup), store_root=store_root, ks=ks)
-    print(f"{args.task}: k_optim={summary['k_optim']} of {summary['num_total_nodes']} nodes")
-    if args.baseline:
-        setup.timings.clear()
-        baseline = run_sweep(setup, rank_by_attribution(setup), store_root=store_root, ks=ks)
-        print(f"{args.task} (attribution baseline): k_optim={baseline['k_optim']}")
+    for task_name in args.task:
+        setup = setup_task(loaded, task_name, config, progress=args.progress)
+        summary = run_sweep(setup, rank_by_mask_training(setup), store_root=store_root, ks=ks)
+        print(f"{task_name}: k_optim={summary['k_optim']} of {summary['num_total_nodes']} nodes")
+        if args.baseline:
+            setup.timings.clear()
+            baseline = run_sweep(setup, rank_by_attribution(setup), store_root=store_root, ks=ks)
+            print(f"{task_name} (attribution baseline): k_optim={baseline['k_optim']}")
     return 0
 
 

@@ -6,7 +6,10 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from inference.circuit import num_total_nodes
 from pruning.attribution import attribution_scores
@@ -124,41 +127,52 @@ def run_sweep(
     return summary
 
 
-def load_setup(
-    model_dir: str | Path,
-    task_name: str,
-    config,
-    *,
-    n_mean_windows: int,
-    window_len: int,
-    n_example_windows: int,
-    progress: bool,
-) -> PruneSetup:
-    """Load the model, task, validation windows and (cached) ablation means for a run."""
+@dataclass
+class LoadedModel:
+    """A model with what every task run on it shares: ablation means and example windows."""
+
+    model: torch.nn.Module
+    name: str
+    means: dict[str, torch.Tensor]
+    example_windows: torch.Tensor | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_model_for_pruning(
+    model_dir: str | Path, *, n_mean_windows: int, window_len: int, n_example_windows: int
+) -> LoadedModel:
+    """Load a model folder and its (cached) ablation means over validation-corpus windows."""
     from inference.gpt import load_model
     from pruning.means import cached_means, model_file_identity, validation_windows
-    from registry.tasks import get_task
     from registry.tokenizer import get_encoding
 
     timings: dict[str, float] = {}
-    with phase("load model and task", timings):
+    with phase("load model", timings):
         model = load_model(str(model_dir))
         encoding = get_encoding(model.config.tokenizer_name)
-        task = get_task(task_name, model.config.tokenizer_name)
     with phase("ablation means", timings):
         window_len = min(window_len, model.config.block_size)
         windows = validation_windows(encoding, n_mean_windows, window_len)
         means = cached_means(model, windows, identity=model_file_identity(model_dir))
     step = max(1, len(windows) // max(1, n_example_windows))
     example_windows = windows[::step][:n_example_windows] if n_example_windows else None
-    with phase("full model loss", timings):
+    return LoadedModel(model, Path(model_dir).resolve().name, means, example_windows, timings)
+
+
+def setup_task(loaded: LoadedModel, task_name: str, config, *, progress: bool) -> PruneSetup:
+    """Build the task in the model's encoding and prepare its batches and full-model loss."""
+    from registry.tasks import get_task
+
+    timings = dict(loaded.timings)
+    with phase("task and full model loss", timings):
+        task = get_task(task_name, loaded.model.config.tokenizer_name)
         setup = PruneSetup(
-            model=model,
+            model=loaded.model,
             task=task,
-            means=means,
+            means=loaded.means,
             config=config,
-            model_name=Path(model_dir).resolve().name,
-            windows=example_windows,
+            model_name=loaded.name,
+            windows=loaded.example_windows,
             progress=progress,
             timings=timings,
         )
