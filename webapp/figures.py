@@ -148,7 +148,11 @@ def sweep_figure(
     figure.update_xaxes(type="log", range=log_range, title_text="k (kept nodes)")
     figure.update_yaxes(title_text="task loss per sequence")
     figure.update_layout(
-        template=_TEMPLATE, height=280, showlegend=False, margin={"t": 30}, title="loss against k"
+        template=_TEMPLATE,
+        height=280,
+        showlegend=False,
+        margin={"t": 30},
+        title="loss against k (sweep.json, before logit calibration)",
     )
     return figure
 
