@@ -19,6 +19,7 @@ The list depends on the Python version, so results are reproducible only on the 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import logging
 import os
@@ -106,6 +107,19 @@ def _read_source(path: Path) -> str | None:
     return text
 
 
+@functools.cache
+def _accepted_source_sha256(path: str, mtime_ns: int, size: int) -> str | None:
+    """Return the SHA-256 of an accepted source file, None for a rejected one.
+
+    Cached per process because ``ast.parse`` of the whole standard library takes several seconds;
+    the modification time and size in the key make an edited file be checked again.
+    """
+    text = _read_source(Path(path))
+    if text is None:
+        return None
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _candidate_files(
     extra_dirs: Sequence[str | os.PathLike], include_stdlib: bool
 ) -> list[tuple[str, Path]]:
@@ -141,11 +155,11 @@ def list_files(
     files: list[CorpusFile] = []
     n_rejected = 0
     for relpath, path in _candidate_files(extra_dirs, include_stdlib):
-        text = _read_source(path)
-        if text is None:
+        stat = path.stat()
+        sha256 = _accepted_source_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+        if sha256 is None:
             n_rejected += 1
             continue
-        sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if sha256 in seen_hashes:
             continue
         seen_hashes.add(sha256)
