@@ -114,6 +114,27 @@ def test_partial_last_progress_line_is_skipped(store_copy):
     assert len(figure.data[0].x) == 10
 
 
+def test_curves_only_model_is_listed(store_copy):
+    source = store_copy / "train_curves" / MODEL
+    shutil.copytree(source, store_copy / "train_curves" / "running")
+    models = _page("models")
+    layout = models.layout(model="running")
+    assert "not in the store" not in _text(layout)
+    table = _text(models.show_model_table(["running", MODEL]))
+    assert "Missing store file models/running/beeg_config.json" in table
+    options, chosen, figure, messages = models.show_training_curves("running", None, [])
+    assert chosen == ["test_xent", "L0"]
+    assert messages == []
+
+
+def test_unlisted_model_rejected_before_reading(webapp_context):
+    models = _page("models")
+    for model in ("nope", "../tiny", "tiny/../tiny"):
+        _, _, _, messages = models.show_training_curves(model, None, [])
+        assert f"Unknown model {model!r}" in _text(messages)
+        assert f"Unknown model {model!r}" in _text(models.show_weight_counts(model))
+
+
 def test_models_layout_reports_unknown_model(webapp_context):
     layout = _page("models").layout(model="nope")
     assert "Model 'nope' is not in the store" in _text(layout)

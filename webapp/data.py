@@ -74,9 +74,27 @@ def list_models() -> list[str]:
     return catalogue.list_models(get_store())
 
 
+def list_models_and_curves() -> list[str]:
+    """List the models with a config or a training curve (a run still training has only curves)."""
+    store = get_store()
+    return sorted(set(catalogue.list_models(store)) | set(catalogue.list_curves(store)))
+
+
+def check_listed_model(model: str) -> str:
+    """Return `model` if the store lists it under `models/` or `train_curves/`.
+
+    Raises CatalogueError naming the value and the listed models otherwise, before any path is built.
+    """
+    listed = list_models_and_curves()
+    if model not in listed:
+        shown = ", ".join(listed) if listed else "none in this store"
+        raise catalogue.CatalogueError(f"Unknown model {model!r}. Available: {shown}.")
+    return model
+
+
 def model_summary(model: str) -> dict[str, Any]:
     """Summarise a catalogue model's config: sizes, afrac, tokenizer and the raw config fields."""
-    catalogue.check_model(model, get_store())
+    check_listed_model(model)
     relpath = f"models/{model}/beeg_config.json"
     _, identity = file_identity(relpath)
     return _model_summary(relpath, identity)
@@ -118,7 +136,7 @@ def _is_json_scalar(value: Any) -> bool:
 
 def weight_counts(model: str) -> dict[str, Any]:
     """Count the nonzero and total weights of a catalogue model's matrices (tensors of >= 2 dims)."""
-    catalogue.check_model(model, get_store())
+    check_listed_model(model)
     relpath = f"models/{model}/final_model.pt"
     _, identity = file_identity(relpath)
     return _weight_counts(relpath, identity)
@@ -143,7 +161,7 @@ def training_records(model: str) -> list[dict[str, Any]]:
 
     Raises DataFileError naming the file when it is missing or malformed.
     """
-    catalogue.check_model(model, get_store())
+    check_listed_model(model)
     relpath = f"train_curves/{model}/progress.json"
     _, identity = file_identity(relpath)
     return _training_records(relpath, identity)

@@ -16,7 +16,7 @@ from webapp.components.messages import message_list, notice
 from webapp.data import (
     DataFileError,
     get_store,
-    list_models,
+    list_models_and_curves,
     model_summary,
     training_records,
     weight_counts,
@@ -44,11 +44,14 @@ SUMMARY_COLUMNS = (
 def layout(**query) -> html.Div:
     state, messages = parse_query(query)
     try:
-        models = list_models()
+        models = list_models_and_curves()
     except LOAD_ERRORS as err:
         models, messages = [], [*messages, f"Could not list the models: {err}"]
     if not models:
-        messages.append("The store has no models (no models/<name>/beeg_config.json).")
+        messages.append(
+            "The store has no models (no models/<name>/beeg_config.json and no "
+            "train_curves/<name>/progress.json)."
+        )
     model = _first_or_requested(state.model, models)
     if state.model and state.model != model:
         messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
