@@ -59,7 +59,8 @@ def file_identity(relpath: str) -> tuple[Path, FileIdentity]:
     try:
         path = get_store().local_path(relpath)
     except FileNotFoundError as err:
-        raise DataFileError(f"Missing store file {relpath} (store: {get_store().root})") from err
+        logger.info("missing store file %s in %s", relpath, get_store().root)
+        raise DataFileError(f"Missing store file {relpath}") from err
     except (OSError, ValueError) as err:
         raise DataFileError(f"Could not read store file {relpath}: {err}") from err
     return path, FileIdentity.of(path)
