@@ -28,7 +28,7 @@ class TrainConfig:
 
     name: str = "run"  # model name in the store: models/<name>/, train_curves/<name>/
     out_dir: str = "store"  # store root that receives models/ and train_curves/
-    checkpoint_dir: str = "checkpoints"  # resumable checkpoints go to <checkpoint_dir>/<name>/
+    checkpoint_dir: str = "runs"  # resumable checkpoints go to <checkpoint_dir>/<name>/ (git-ignored)
     seed: int = 0
     batch_size: int = 16  # sequences of block_size tokens per step
     max_steps: int = 1000
