@@ -433,6 +433,11 @@ def test_missing_weights_are_named(store_copy):
     assert f"models/{MODEL}/final_model.pt" in _text(messages)
 
 
+def test_per_token_layout_checks_node_location(webapp_context):
+    layout = _page("per_token").layout(model=MODEL, node="7.attn.q:1")
+    assert "7.attn.q is not a location of tiny; showing 0.attn.act_in." in _text(layout)
+
+
 def test_per_token_locations_follow_model(webapp_context):
     locations, chosen = _page("per_token").fill_locations(MODEL, "9.attn.q")
     assert len(locations) == 2 * 8

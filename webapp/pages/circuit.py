@@ -9,7 +9,6 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-import dash_cytoscape as cyto
 from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from registry.catalogue import CatalogueError
@@ -21,35 +20,20 @@ from webapp.circuit_data import (
     node_examples,
     node_task_heatmap,
 )
+from webapp.components.circuit_panels import circuit_controls, graph_panel, loss_panel, node_panel
 from webapp.components.messages import message_list, notice
 from webapp.components.node_card import node_card
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, get_store
 from webapp.figures import circuit_loss_figure, empty_figure, sweep_figure
 from webapp.selection import LEVELS, resolve_selection
-from webapp.url_state import EXAMPLE_FRACTIONS, parse_query, to_query_string, update_state
+from webapp.url_state import parse_query, to_query_string, update_state
 
 logger = logging.getLogger(__name__)
 
 dash.register_page(__name__, path="/circuit", name="Circuit", order=1)
 
 LOAD_ERRORS = (DataFileError, CatalogueError, ValueError, KeyError)
-
-
-def _selector(level: str, options: list[str], value: str | None) -> dbc.Col:
-    return dbc.Col(
-        [
-            dbc.Label(level, html_for=f"circuit-{level}"),
-            dcc.Dropdown(
-                id=f"circuit-{level}",
-                options=options,
-                value=value,
-                clearable=False,
-                placeholder=f"no {level} available",
-            ),
-        ],
-        md=3,
-    )
 
 
 def layout(**query) -> html.Div:
@@ -65,114 +49,12 @@ def layout(**query) -> html.Div:
             # resets a value that is missing from its options, and the options arrive later.
             dcc.Store(id="circuit-selected-node", data=state.node),
             html.Div(message_list(messages), id="circuit-url-messages"),
-            dbc.Row([_selector(lv, selection.options[lv], selection.values[lv]) for lv in LEVELS]),
-            dbc.Row(
-                [
-                    dbc.Col(
-                        [
-                            dbc.Label("edge threshold (fraction of the largest |weight|)"),
-                            dcc.Slider(
-                                id="circuit-threshold",
-                                min=0,
-                                max=1,
-                                step=0.01,
-                                value=state.threshold,
-                                marks={0: "0", 0.5: "0.5", 1: "1"},
-                            ),
-                        ],
-                        md=6,
-                    ),
-                    dbc.Col(
-                        [
-                            dbc.Label("node", html_for="circuit-node"),
-                            dcc.Dropdown(
-                                id="circuit-node",
-                                value=state.node,
-                                clearable=False,
-                                placeholder="search or click a node",
-                            ),
-                        ],
-                        md=6,
-                    ),
-                ],
-                className="my-2",
-            ),
+            *circuit_controls(selection.options, selection.values, state.threshold, state.node),
             html.Div(id="circuit-selector-messages"),
             html.Div(id="circuit-messages"),
-            dcc.Loading(html.Div(id="circuit-summary")),
-            dcc.Graph(
-                id="circuit-loss-figure",
-                figure=empty_figure("Loading the circuit ..."),
-                config={"displayModeBar": False},
-            ),
-            dcc.Graph(
-                id="circuit-sweep-figure",
-                figure=empty_figure(""),
-                config={"displayModeBar": False},
-            ),
-            cyto.Cytoscape(
-                id="circuit-graph",
-                elements=[],
-                layout={"name": "preset", "fit": True, "padding": 20},
-                stylesheet=graph.build_stylesheet(-1e-9, 1e-9, 1.0),
-                # A preset layout only places nodes, so re-running it when elements change is
-                # cheap; it also fits the new circuit into the view.
-                autoRefreshLayout=True,
-                autoungrabify=True,
-                boxSelectionEnabled=False,
-                minZoom=0.02,
-                maxZoom=4,
-                style={"width": "100%", "height": "620px"},
-            ),
-            dbc.Row(
-                [
-                    dbc.Col(
-                        html.Div(
-                            "Colour: ablation delta (blue: ablating the node raises the task "
-                            "loss; red: lowers it). Edge width: |weight|; blue positive, red "
-                            "negative.",
-                            className="text-muted small",
-                        ),
-                        md=7,
-                    ),
-                    dbc.Col(html.Div(id="circuit-hover", className="small"), md=3),
-                    dbc.Col(
-                        dbc.Button(
-                            "Download PNG",
-                            id="circuit-download",
-                            size="sm",
-                            color="secondary",
-                            outline=True,
-                        ),
-                        md=2,
-                        className="text-end",
-                    ),
-                ],
-                className="mb-3",
-            ),
-            dbc.Row(
-                [
-                    dbc.Col(html.Div(id="circuit-node-card"), md=4),
-                    dbc.Col(
-                        [
-                            html.H5("Activations on the task samples"),
-                            dcc.Loading(html.Div(id="circuit-node-heatmap")),
-                        ],
-                        md=8,
-                    ),
-                ]
-            ),
-            html.H5("Pretraining examples", className="mt-3"),
-            dbc.RadioItems(
-                id="circuit-fraction",
-                options=[
-                    {"label": f"{float(f) * 100:g}% quantile", "value": f}
-                    for f in EXAMPLE_FRACTIONS
-                ],
-                value=state.fraction,
-                inline=True,
-            ),
-            dcc.Loading(html.Div(id="circuit-node-examples")),
+            *loss_panel(),
+            *graph_panel(),
+            *node_panel(state.fraction),
         ]
     )
 

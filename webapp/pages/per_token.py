@@ -50,6 +50,63 @@ def _control(label: str, component, width: int) -> dbc.Col:
     return dbc.Col([dbc.Label(label, html_for=component.id), component], md=width)
 
 
+def _node_controls(
+    models: list[str],
+    model: str | None,
+    locations: list[str],
+    location: str | None,
+    index: int,
+    source: str,
+) -> dbc.Row:
+    model_dropdown = dcc.Dropdown(id="tokens-model", options=models, value=model, clearable=False)
+    # The options come with the layout: Dash 4's Dropdown resets a value missing from its options.
+    location_dropdown = dcc.Dropdown(
+        id="tokens-location", options=locations, value=location, clearable=False
+    )
+    channel = dcc.Input(id="tokens-index", type="number", min=0, step=1, value=index, debounce=True)
+    source_items = dbc.RadioItems(
+        id="tokens-source",
+        value=source,
+        inline=True,
+        options=[
+            {"label": "task sample", "value": "task"},
+            {"label": "my text", "value": "text"},
+        ],
+    )
+    return dbc.Row(
+        [
+            _control("model", model_dropdown, 3),
+            _control("location", location_dropdown, 3),
+            _control("channel", channel, 2),
+            _control("input", source_items, 4),
+        ],
+        className="mb-2",
+    )
+
+
+def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) -> dbc.Row:
+    task_dropdown = dcc.Dropdown(id="tokens-task", options=tasks, value=task, clearable=False)
+    sample_input = dcc.Input(
+        id="tokens-sample", type="number", min=0, step=1, value=sample, debounce=True
+    )
+    text_area = dcc.Textarea(
+        id="tokens-text",
+        value=text,
+        maxLength=MAX_TEXT_CHARS,
+        style={"width": "100%", "height": "6rem", "fontFamily": "monospace"},
+    )
+    return dbc.Row(
+        [
+            _control("task", task_dropdown, 4),
+            _control("test pair", sample_input, 2),
+            _control(
+                f"text (at most block_size tokens, {MAX_TEXT_CHARS} characters)", text_area, 6
+            ),
+        ],
+        className="mb-2",
+    )
+
+
 def layout(**query) -> html.Div:
     state, messages = parse_query(query)
     try:
@@ -59,81 +116,29 @@ def layout(**query) -> html.Div:
     model = _first_or_requested(state.model, models)
     if state.model and state.model != model:
         messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
-    location, index = None, 0
+
+    locations: list[str] = []
+    if model is not None:
+        try:
+            locations = model_locations(model)
+        except LOAD_ERRORS as err:
+            messages.append(str(err))
+    location, index = (locations[0] if locations else None), 0
     if state.node:
         key = parse_node_key(state.node)
         location, index = key.location, key.index
+        if locations and location not in locations:
+            messages.append(f"{location} is not a location of {model}; showing {locations[0]}.")
+            location = locations[0]
+
     try:
         tasks = list_task_names()
     except LOAD_ERRORS as err:
         tasks, messages = [], [*messages, f"Could not list the tasks: {err}"]
     task = _first_or_requested(state.task, tasks)
 
-    controls = dbc.Row(
-        [
-            _control(
-                "model",
-                dcc.Dropdown(id="tokens-model", options=models, value=model, clearable=False),
-                3,
-            ),
-            _control(
-                "location", dcc.Dropdown(id="tokens-location", value=location, clearable=False), 3
-            ),
-            _control(
-                "channel",
-                dcc.Input(
-                    id="tokens-index", type="number", min=0, step=1, value=index, debounce=True
-                ),
-                2,
-            ),
-            _control(
-                "input",
-                dbc.RadioItems(
-                    id="tokens-source",
-                    value=state.source,
-                    inline=True,
-                    options=[
-                        {"label": "task sample", "value": "task"},
-                        {"label": "my text", "value": "text"},
-                    ],
-                ),
-                4,
-            ),
-        ],
-        className="mb-2",
-    )
-    inputs = dbc.Row(
-        [
-            _control(
-                "task",
-                dcc.Dropdown(id="tokens-task", options=tasks, value=task, clearable=False),
-                4,
-            ),
-            _control(
-                "test pair",
-                dcc.Input(
-                    id="tokens-sample",
-                    type="number",
-                    min=0,
-                    step=1,
-                    value=state.sample,
-                    debounce=True,
-                ),
-                2,
-            ),
-            _control(
-                f"text (at most block_size tokens, {MAX_TEXT_CHARS} characters)",
-                dcc.Textarea(
-                    id="tokens-text",
-                    value=state.text,
-                    maxLength=MAX_TEXT_CHARS,
-                    style={"width": "100%", "height": "6rem", "fontFamily": "monospace"},
-                ),
-                6,
-            ),
-        ],
-        className="mb-2",
-    )
+    controls = _node_controls(models, model, locations, location, index, state.source)
+    inputs = _input_controls(tasks, task, state.sample, state.text)
     return html.Div(
         [
             dcc.Store(id="tokens-query"),

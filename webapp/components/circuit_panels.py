@@ -1,0 +1,153 @@
+"""Layout pieces of the circuit page: selectors, loss figures, the graph and the node panel.
+
+Component ids are the ones the callbacks in `webapp.pages.circuit` use.
+"""
+
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+import dash_cytoscape as cyto
+from dash import dcc, html
+
+from webapp import graph
+from webapp.figures import empty_figure
+from webapp.selection import LEVELS
+from webapp.url_state import EXAMPLE_FRACTIONS
+
+
+def _selector(level: str, options: list[str], value: str | None) -> dbc.Col:
+    return dbc.Col(
+        [
+            dbc.Label(level, html_for=f"circuit-{level}"),
+            dcc.Dropdown(
+                id=f"circuit-{level}",
+                options=options,
+                value=value,
+                clearable=False,
+                placeholder=f"no {level} available",
+            ),
+        ],
+        md=3,
+    )
+
+
+def circuit_controls(
+    options: dict[str, list[str]], values: dict[str, str | None], threshold: float, node: str | None
+) -> list:
+    """Build the model/task/sweep/k selectors, the edge threshold slider and the node search."""
+    threshold_column = dbc.Col(
+        [
+            dbc.Label("edge threshold (fraction of the largest |weight|)"),
+            dcc.Slider(
+                id="circuit-threshold",
+                min=0,
+                max=1,
+                step=0.01,
+                value=threshold,
+                marks={0: "0", 0.5: "0.5", 1: "1"},
+            ),
+        ],
+        md=6,
+    )
+    search_column = dbc.Col(
+        [
+            dbc.Label("node", html_for="circuit-node"),
+            dcc.Dropdown(
+                id="circuit-node",
+                value=node,
+                clearable=False,
+                placeholder="search or click a node",
+            ),
+        ],
+        md=6,
+    )
+    return [
+        dbc.Row([_selector(level, options[level], values[level]) for level in LEVELS]),
+        dbc.Row([threshold_column, search_column], className="my-2"),
+    ]
+
+
+def loss_panel() -> list:
+    """Build the circuit summary line and the loss figures, filled by callbacks."""
+    return [
+        dcc.Loading(html.Div(id="circuit-summary")),
+        dcc.Graph(
+            id="circuit-loss-figure",
+            figure=empty_figure("Loading the circuit ..."),
+            config={"displayModeBar": False},
+        ),
+        dcc.Graph(
+            id="circuit-sweep-figure",
+            figure=empty_figure(""),
+            config={"displayModeBar": False},
+        ),
+    ]
+
+
+def graph_panel() -> list:
+    """Build the cytoscape graph (elements come from a callback), its legend and PNG export."""
+    legend = html.Div(
+        "Colour: ablation delta (blue: ablating the node raises the task "
+        "loss; red: lowers it). Edge width: |weight|; blue positive, red "
+        "negative.",
+        className="text-muted small",
+    )
+    download = dbc.Button(
+        "Download PNG",
+        id="circuit-download",
+        size="sm",
+        color="secondary",
+        outline=True,
+    )
+    return [
+        cyto.Cytoscape(
+            id="circuit-graph",
+            elements=[],
+            layout={"name": "preset", "fit": True, "padding": 20},
+            stylesheet=graph.build_stylesheet(-1e-9, 1e-9, 1.0),
+            # A preset layout only places nodes, so re-running it when elements change is
+            # cheap; it also fits the new circuit into the view.
+            autoRefreshLayout=True,
+            autoungrabify=True,
+            boxSelectionEnabled=False,
+            minZoom=0.02,
+            maxZoom=4,
+            style={"width": "100%", "height": "620px"},
+        ),
+        dbc.Row(
+            [
+                dbc.Col(legend, md=7),
+                dbc.Col(html.Div(id="circuit-hover", className="small"), md=3),
+                dbc.Col(download, md=2, className="text-end"),
+            ],
+            className="mb-3",
+        ),
+    ]
+
+
+def node_panel(fraction: str) -> list:
+    """Build the selected node's card, task heatmap and pretraining examples, filled by callbacks."""
+    return [
+        dbc.Row(
+            [
+                dbc.Col(html.Div(id="circuit-node-card"), md=4),
+                dbc.Col(
+                    [
+                        html.H5("Activations on the task samples"),
+                        dcc.Loading(html.Div(id="circuit-node-heatmap")),
+                    ],
+                    md=8,
+                ),
+            ]
+        ),
+        html.H5("Pretraining examples", className="mt-3"),
+        dbc.RadioItems(
+            id="circuit-fraction",
+            options=[
+                {"label": f"{float(f) * 100:g}% quantile", "value": f} for f in EXAMPLE_FRACTIONS
+            ],
+            value=fraction,
+            inline=True,
+        ),
+        dcc.Loading(html.Div(id="circuit-node-examples")),
+    ]
