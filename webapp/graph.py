@@ -167,12 +167,31 @@ def build_stylesheet(
     max_weight: float,
     selected: str | None = None,
 ) -> list[dict]:
-    """Cytoscape stylesheet: node colour maps importance, edge width maps |weight|.
+    """Build the cytoscape stylesheet: node colour maps importance, edge width maps |weight|.
 
     The selected node gets an orange border, and its input and output edges are drawn on top in orange.
     """
     max_weight = max(max_weight, 1e-12)
     stylesheet = [
+        *_node_rules(importance_low, importance_high),
+        {
+            "selector": "edge",
+            "style": {
+                "width": f"mapData(abs_weight, 0, {max_weight}, 0.3, 4)",
+                "opacity": 0.55,
+                "curve-style": "straight",
+            },
+        },
+        {"selector": "edge.positive", "style": {"line-color": "#4575b4"}},
+        {"selector": "edge.negative", "style": {"line-color": "#d73027"}},
+    ]
+    if selected is not None:
+        stylesheet += _selection_rules(selected)
+    return stylesheet
+
+
+def _node_rules(importance_low: float, importance_high: float) -> list[dict]:
+    return [
         {
             "selector": "node",
             "style": {"width": 14, "height": 14, "border-width": 1, "border-color": "#555"},
@@ -204,38 +223,29 @@ def build_stylesheet(
                 "color": "#555",
             },
         },
+    ]
+
+
+def _selection_rules(selected: str) -> list[dict]:
+    quoted = selected.replace("\\", "\\\\").replace('"', '\\"')
+    return [
         {
-            "selector": "edge",
+            "selector": f'node[id = "{quoted}"]',
             "style": {
-                "width": f"mapData(abs_weight, 0, {max_weight}, 0.3, 4)",
-                "opacity": 0.55,
-                "curve-style": "straight",
+                "border-width": 4,
+                "border-color": SELECTED_COLOUR,
+                "label": "data(label)",
+                "font-size": 11,
+                "text-valign": "top",
+                "text-background-color": "#fff",
+                "text-background-opacity": 0.8,
             },
         },
-        {"selector": "edge.positive", "style": {"line-color": "#4575b4"}},
-        {"selector": "edge.negative", "style": {"line-color": "#d73027"}},
+        {
+            "selector": f'edge[source = "{quoted}"], edge[target = "{quoted}"]',
+            "style": {"line-color": SELECTED_COLOUR, "opacity": 1, "z-index": 10},
+        },
     ]
-    if selected is not None:
-        quoted = selected.replace("\\", "\\\\").replace('"', '\\"')
-        stylesheet += [
-            {
-                "selector": f'node[id = "{quoted}"]',
-                "style": {
-                    "border-width": 4,
-                    "border-color": SELECTED_COLOUR,
-                    "label": "data(label)",
-                    "font-size": 11,
-                    "text-valign": "top",
-                    "text-background-color": "#fff",
-                    "text-background-opacity": 0.8,
-                },
-            },
-            {
-                "selector": f'edge[source = "{quoted}"], edge[target = "{quoted}"]',
-                "style": {"line-color": SELECTED_COLOUR, "opacity": 1, "z-index": 10},
-            },
-        ]
-    return stylesheet
 
 
 def node_details(circuit: dict, node_id: str) -> dict | None:
