@@ -54,7 +54,7 @@ def test_model_table_shows_config(webapp_context):
     table = _page("models").show_model_table([MODEL])
     text = _text(table)
     assert "stdlib_2k" in text
-    assert "0.25" in text  # pfrac, the target density
+    assert "0.25" in text  # pfrac from the config
     assert "layers" in text
 
 

@@ -121,8 +121,9 @@ def _model_summary(relpath: str, identity: FileIdentity) -> dict[str, Any]:
         "afrac": config.afrac,
         "afrac_loctypes": config.afrac_loctypes,
         "tokenizer_name": config.tokenizer_name,
-        # pfrac is the training target for the fraction of nonzero weights (a training-only key).
-        "target_density": raw.get("pfrac"),
+        # NOTE: released configs carry `pfrac`, a training-only key that upstream does not
+        # document; it looks like the target fraction of nonzero weights, so it is shown raw.
+        "pfrac": raw.get("pfrac"),
         "raw": {key: value for key, value in raw.items() if _is_json_scalar(value)},
     }
 

@@ -1,6 +1,6 @@
 """The circuit as a dash-cytoscape graph: server-side positions, elements, stylesheet, node details.
 
-Input is the JSON-native circuit dict that `webapp.data.load_circuit` returns:
+Input is the JSON-native circuit dict that `webapp.circuit_data.load_circuit` returns:
 `{"n_layer", "n_head", "d_head", "loss", "interv_loss", "nodes": [...], "edges": [...]}` with nodes
 `{"id", "location", "index", "importance"}` and edges `{"source", "target", "weight"}`.
 
@@ -94,8 +94,8 @@ def visible_edges(circuit: dict, threshold: float) -> list[dict]:
 
 
 def build_elements(circuit: dict, threshold: float) -> list[dict]:
-    """Cytoscape elements: every node at its preset position, a label per row, and the edges above
-    the threshold."""
+    """Build the cytoscape elements: every node at its preset position, a label per row, and the
+    edges above the threshold."""
     positions = layout_positions(circuit["nodes"], circuit["d_head"])
     elements = []
     for node in circuit["nodes"]:

@@ -35,7 +35,7 @@ SUMMARY_COLUMNS = (
     ("n_head", "heads"),
     ("d_head", "d_head"),
     ("d_mlp", "d_mlp"),
-    ("target_density", "target density"),
+    ("pfrac", "pfrac (config)"),
     ("afrac", "afrac"),
     ("tokenizer_name", "tokenizer"),
 )
