@@ -145,9 +145,9 @@ def test_models_layout_reports_unknown_model(webapp_context):
 
 
 def test_circuit_graph_losses_per_sequence(webapp_context):
-    elements, options, summary, figure, style, messages = _page("circuit").update_graph(
-        *CIRCUIT, 0.0
-    )
+    circuit = _page("circuit")
+    options, figure, style, messages = circuit.load_selected_circuit(*CIRCUIT)
+    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0)
     assert messages == []
     nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     assert len(nodes) == len(options) == 72
@@ -162,7 +162,7 @@ def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):
     kept = viz["circuit_data"]["0.attn.q"].tolist()
     stored = viz["importances"]["ch_interv_losses"]["0.attn.q"].tolist()
     interv = viz["importances"]["interv_loss"]
-    elements, *_ = _page("circuit").update_graph(*CIRCUIT, 0.0)
+    elements, _ = _page("circuit").draw_graph(*CIRCUIT, 0.0)
     by_id = {e["data"]["id"]: e["data"] for e in elements}
     for index, loss in zip(kept, stored, strict=True):
         assert by_id[f"0.attn.q:{index}"]["importance"] == pytest.approx((loss - interv) / 2)
@@ -171,7 +171,7 @@ def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):
 def test_circuit_edges_are_model_weights(webapp_context, webapp_store):
     state = torch.load(webapp_store / "models" / MODEL / "final_model.pt", weights_only=True)
     c_attn = state["transformer.h.1.attn.c_attn.weight"]  # (3 * n_head * d_head, d_model)
-    elements, *_ = _page("circuit").update_graph(*CIRCUIT, 0.0)
+    elements, _ = _page("circuit").draw_graph(*CIRCUIT, 0.0)
     edges = [e["data"] for e in elements if e["data"].get("source", "").startswith("1.attn.act_in")]
     q_edges = [e for e in edges if e["target"].startswith("1.attn.q:")]
     assert q_edges
@@ -183,8 +183,8 @@ def test_circuit_edges_are_model_weights(webapp_context, webapp_store):
 
 def test_circuit_threshold_hides_weak_edges(webapp_context):
     circuit = _page("circuit")
-    all_edges = [e for e in circuit.update_graph(*CIRCUIT, 0.0)[0] if "source" in e["data"]]
-    strong = [e for e in circuit.update_graph(*CIRCUIT, 0.5)[0] if "source" in e["data"]]
+    all_edges = [e for e in circuit.draw_graph(*CIRCUIT, 0.0)[0] if "source" in e["data"]]
+    strong = [e for e in circuit.draw_graph(*CIRCUIT, 0.5)[0] if "source" in e["data"]]
     largest = max(abs(e["data"]["weight"]) for e in all_edges)
     assert 0 < len(strong) < len(all_edges)
     assert all(abs(e["data"]["weight"]) >= 0.5 * largest for e in strong)
@@ -192,29 +192,30 @@ def test_circuit_threshold_hides_weak_edges(webapp_context):
 
 def test_circuit_invalid_threshold_shows_all(webapp_context):
     circuit = _page("circuit")
-    all_edges = circuit.update_graph(*CIRCUIT, 0.0)[0]
+    all_edges = circuit.draw_graph(*CIRCUIT, 0.0)[0]
     for threshold in ("abc", 7, None):
-        assert circuit.update_graph(*CIRCUIT, threshold)[0] == all_edges
+        assert circuit.draw_graph(*CIRCUIT, threshold)[0] == all_edges
 
 
 def test_circuit_unknown_k_rejected_before_reading(webapp_context):
+    circuit = _page("circuit")
     for k in ("16", "../8"):
-        elements, _, _, _, style, messages = _page("circuit").update_graph(
-            MODEL, TASK, SWEEP, k, 0.0
-        )
+        options, _, style, messages = circuit.load_selected_circuit(MODEL, TASK, SWEEP, k)
+        elements, summary = circuit.draw_graph(MODEL, TASK, SWEEP, k, 0.0)
         assert elements == []
+        assert options == []
         assert style is None
         assert "Unknown k" in _text(messages) or "Invalid k" in _text(messages)
 
 
 def test_circuit_corrupt_file_is_named(store_copy):
     (store_copy / VIZ_RELPATH).write_bytes(b"")
-    *_, messages = _page("circuit").update_graph(*CIRCUIT, 0.0)
+    *_, messages = _page("circuit").load_selected_circuit(*CIRCUIT)
     assert VIZ_RELPATH in _text(messages)
 
 
 def test_circuit_incomplete_selection_shows_notice(webapp_context):
-    elements, options, summary, *_ = _page("circuit").update_graph(MODEL, None, None, None, 0.0)
+    elements, summary = _page("circuit").draw_graph(MODEL, None, None, None, 0.0)
     assert elements == []
     assert "Select a model, task, sweep and k" in _text(summary)
 
@@ -338,7 +339,7 @@ def test_circuit_query_string(webapp_context):
 
 
 def test_cache_files_are_json(webapp_context, webapp_cache_dir):
-    _page("circuit").update_graph(*CIRCUIT, 0.0)
+    _page("circuit").load_selected_circuit(*CIRCUIT)
     payloads = []
     for path in webapp_cache_dir.iterdir():
         data = path.read_bytes()

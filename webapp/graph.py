@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from webapp.nodes import LOCATION_SUFFIXES, QKV_SUFFIXES, describe_node, parse_node_key
+from webapp.nodes import LOCATION_SUFFIXES, QKV_SUFFIXES, NodeKey, describe_node, parse_node_key
 
 NODE_GAP = 24  # px between neighbouring nodes in a row
 HEAD_GAP = 2  # empty node slots between two heads in the q/k/v rows
@@ -82,6 +82,10 @@ def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[floa
     return positions
 
 
+def _label(node: dict, d_head: int) -> str:
+    return describe_node(NodeKey(node["location"], node["index"]), d_head)
+
+
 def max_abs_weight(circuit: dict) -> float:
     """Return the largest |edge weight| of the circuit (0.0 when it has no edges)."""
     return max((abs(edge["weight"]) for edge in circuit["edges"]), default=0.0)
@@ -105,7 +109,7 @@ def build_elements(circuit: dict, threshold: float) -> list[dict]:
             {
                 "data": {
                     "id": node["id"],
-                    "label": describe_node(parse_node_key(node["id"]), circuit["d_head"]),
+                    "label": _label(node, circuit["d_head"]),
                     "importance": node["importance"] if has_importance else 0.0,
                 },
                 "position": {"x": x, "y": y},
@@ -279,6 +283,4 @@ def node_options(circuit: dict) -> list[dict]:
     """Build the node-search dropdown options: every node, labelled with head/channel for q/k/v."""
     d_head = circuit["d_head"]
     ordered = sorted(circuit["nodes"], key=lambda n: (_row_y(n["location"]) * -1, n["index"]))
-    return [
-        {"label": describe_node(parse_node_key(n["id"]), d_head), "value": n["id"]} for n in ordered
-    ]
+    return [{"label": _label(n, d_head), "value": n["id"]} for n in ordered]

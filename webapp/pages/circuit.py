@@ -82,31 +82,47 @@ def update_selectors(model, task, sweep, k):
 
 
 @callback(
-    Output("circuit-graph", "elements"),
     Output("circuit-node", "options"),
-    Output("circuit-summary", "children"),
     Output("circuit-loss-figure", "figure"),
     Output("circuit-style-inputs", "data"),
     Output("circuit-messages", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
-    Input("circuit-threshold", "value"),
 )
-def update_graph(model, task, sweep, k, threshold):
-    """Load the selected circuit and draw it with edges above the threshold."""
+def load_selected_circuit(model, task, sweep, k):
+    """Load the selected circuit: node search options, loss figure and colour ranges."""
     if None in (model, task, sweep, k):
-        return [], [], notice("Select a model, task, sweep and k."), empty_figure(""), None, []
+        return [], empty_figure(""), None, []
     try:
         circuit = load_circuit(model, task, sweep, k)
     except LOAD_ERRORS as err:
         logger.warning("circuit %s/%s/%s/%s failed to load: %s", model, task, sweep, k, err)
-        return (
-            [],
-            [],
-            None,
-            empty_figure("No circuit loaded."),
-            None,
-            message_list([str(err)], color="danger"),
-        )
+        return [], empty_figure("No circuit loaded."), None, message_list([str(err)], "danger")
+
+    figure = circuit_loss_figure(
+        circuit["loss"], circuit["interv_loss"], [tuple(p) for p in circuit["search_losses"]]
+    )
+    low, high = graph.importance_range(circuit)
+    style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
+    return graph.node_options(circuit), figure, style_inputs, []
+
+
+@callback(
+    Output("circuit-graph", "elements"),
+    Output("circuit-summary", "children"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+    Input("circuit-threshold", "value"),
+)
+def draw_graph(model, task, sweep, k, threshold):
+    """Draw the selected circuit with the edges above the threshold, and summarise it.
+
+    A circuit that fails to load draws nothing; `load_selected_circuit` shows the error.
+    """
+    if None in (model, task, sweep, k):
+        return [], notice("Select a model, task, sweep and k.")
+    try:
+        circuit = load_circuit(model, task, sweep, k)
+    except LOAD_ERRORS:
+        return [], None
 
     try:
         threshold = update_state(parse_query({})[0], threshold=threshold).threshold
@@ -114,7 +130,6 @@ def update_graph(model, task, sweep, k, threshold):
         logger.info("edge threshold %r replaced by 0: %s", threshold, err)
         threshold = 0.0
     elements = graph.build_elements(circuit, threshold)
-    low, high = graph.importance_range(circuit)
     shown_edges = sum(1 for element in elements if "source" in element["data"])
     summary = html.P(
         f"{len(circuit['nodes'])} nodes kept of {circuit['num_total_nodes']}; "
@@ -123,11 +138,7 @@ def update_graph(model, task, sweep, k, threshold):
         f"circuit {circuit['interv_loss']:.4f}.",
         id="circuit-summary-text",
     )
-    figure = circuit_loss_figure(
-        circuit["loss"], circuit["interv_loss"], [tuple(p) for p in circuit["search_losses"]]
-    )
-    style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
-    return elements, graph.node_options(circuit), summary, figure, style_inputs, []
+    return elements, summary
 
 
 # Hovering runs in the browser: a server round trip per mouse move would lag.
