@@ -15,6 +15,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
+import plotly.io as pio
 from dash import Dash, html
 
 from webapp.cache import init_cache
@@ -33,6 +34,10 @@ def create_app(store_root: str | None = None, cache_config: dict[str, Any] | Non
     `cache_config` is a Flask-Caching config (default: from the `CIRCUIT_VIEWER_CACHE_*` variables).
     """
     configure_store(store_root)
+    # Dash serialises callback results with plotly's JSON encoder. With orjson installed, plotly
+    # first walks every value in Python, which made a 2,000-node graph update take 63 ms instead
+    # of 33 ms with the standard json engine (Flask test client, shared 2-core machine).
+    pio.json.config.default_engine = "json"
     app = Dash(
         "webapp",
         use_pages=True,
