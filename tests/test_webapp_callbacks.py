@@ -155,6 +155,9 @@ def test_circuit_graph_losses_per_sequence(webapp_context):
     assert "full model 0.1000, circuit 0.1500" in _text(summary)
     assert list(figure.data[0].y) == pytest.approx([0.1, 0.15])
     assert style["low"] < 0 < style["high"]
+    blocks = figure.data[2]  # after the loss bars and the pruning search
+    assert list(blocks.x) == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
+    assert list(blocks.y) == pytest.approx([0.5 / 2 - 0.15] * 4)
 
 
 def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):

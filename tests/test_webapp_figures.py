@@ -60,6 +60,25 @@ def test_circuit_loss_figure_bars_and_search():
     assert len(figures.circuit_loss_figure(0.1, 0.15).data) == 1
 
 
+def test_circuit_loss_figure_block_deltas_in_order():
+    deltas = {"1.mlp": 0.2, "0.mlp": -0.1, "10.attn": 0.3, "0.attn": 0.05, "1.attn": 0.0}
+    figure = figures.circuit_loss_figure(0.1, 0.15, [], deltas)
+    bars, blocks = figure.data
+    assert list(blocks.x) == ["0.attn", "0.mlp", "1.attn", "1.mlp", "10.attn"]
+    assert list(blocks.y) == [0.05, -0.1, 0.0, 0.2, 0.3]
+    assert blocks.xaxis == "x2"
+    assert blocks.marker.color[1] != blocks.marker.color[0]
+    titles = [annotation.text for annotation in figure.layout.annotations]
+    assert titles == ["task loss per sequence", "loss rise with a block ablated"]
+
+
+def test_circuit_loss_figure_panels_do_not_overlap():
+    figure = figures.circuit_loss_figure(0.1, 0.15, [(0, 0.5)], {"0.attn": 0.1})
+    domains = [figure.layout.xaxis.domain, figure.layout.xaxis2.domain, figure.layout.xaxis3.domain]
+    for left, right in zip(domains, domains[1:], strict=False):
+        assert left[1] < right[0]
+
+
 def test_activation_figure_colours_sign():
     figure = figures.activation_figure(["a", "b"], [0.5, -0.5], "node")
     bar = figure.data[0]

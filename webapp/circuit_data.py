@@ -72,6 +72,10 @@ def _circuit_payload(relpath: str, identity: FileIdentity) -> dict[str, Any]:
         "loss": float(importances["loss"]),
         "interv_loss": interv_loss,
         "search_losses": [[float(step), float(loss)] for step, loss in viz.all_loss],
+        "block_deltas": {
+            name: float(value) - interv_loss
+            for name, value in importances["layer_interv_losses"].items()
+        },
         "num_total_nodes": int(viz.num_total_nodes),
         "nodes": nodes,
         "edges": _edges(importances["pair_data"], {node["id"] for node in nodes}),

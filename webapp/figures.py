@@ -7,7 +7,7 @@ call them without a browser or a store.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -82,42 +82,69 @@ def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> g
 
 
 def circuit_loss_figure(
-    loss: float, interv_loss: float, search_losses: Sequence[tuple[float, float]] = ()
+    loss: float,
+    interv_loss: float,
+    search_losses: Sequence[tuple[float, float]] = (),
+    block_deltas: Mapping[str, float] | None = None,
 ) -> go.Figure:
-    """Plot the per-sequence task loss of the full model and the circuit, and the pruning search."""
-    bars = go.Bar(
-        x=["full model", "circuit"],
-        y=[loss, interv_loss],
-        text=[f"{loss:.4f}", f"{interv_loss:.4f}"],
-        textposition="outside",
-        marker_color=["#9e9e9e", "#2166ac"],
-    )
-    if not search_losses:
-        figure = go.Figure(bars)
-        return _light(figure, title="task loss per sequence", height=260, margin={"t": 40})
+    """Plot the per-sequence task loss of the full model and the circuit, side by side with the
+    pruning search and the loss rise when each block's nodes are ablated, where given."""
+    panels = [
+        (
+            "task loss per sequence",
+            go.Bar(
+                x=["full model", "circuit"],
+                y=[loss, interv_loss],
+                text=[f"{loss:.4f}", f"{interv_loss:.4f}"],
+                textposition="outside",
+                marker_color=["#9e9e9e", "#2166ac"],
+            ),
+            None,
+        )
+    ]
+    if search_losses:
+        search = go.Scatter(
+            x=[step for step, _ in search_losses],
+            y=[value for _, value in search_losses],
+            mode="lines+markers",
+        )
+        panels.append(("pruning search", search, "search iteration"))
+    if block_deltas:
+        names = sorted(block_deltas, key=_block_order)
+        deltas = go.Bar(
+            x=names,
+            y=[block_deltas[name] for name in names],
+            marker_color=["#2166ac" if block_deltas[n] >= 0 else "#b2182b" for n in names],
+        )
+        panels.append(("loss rise with a block ablated", deltas, None))
+    return _side_by_side(panels)
 
-    # Two side-by-side axes set by hand: plotly's make_subplots took twice as long as the rest.
-    search = go.Scatter(
-        x=[step for step, _ in search_losses],
-        y=[value for _, value in search_losses],
-        mode="lines+markers",
-        xaxis="x2",
-        yaxis="y2",
-    )
-    figure = go.Figure([bars, search])
-    return _light(
-        figure,
-        height=260,
-        showlegend=False,
-        margin={"t": 40},
-        xaxis={"domain": [0, 0.45]},
-        xaxis2={"domain": [0.55, 1], "anchor": "y2", "title": {"text": "search iteration"}},
-        yaxis2={"anchor": "x2"},
-        annotations=[
-            _axis_title("task loss per sequence", 0.225),
-            _axis_title("pruning search", 0.775),
-        ],
-    )
+
+def _block_order(name: str) -> tuple:
+    layer, _, block = name.partition(".")
+    return (int(layer) if layer.isdigit() else 0, block != "attn", name)
+
+
+def _side_by_side(panels: list[tuple]) -> go.Figure:
+    """Lay out (title, trace, x title) panels on hand-placed axes in one row.
+
+    make_subplots took as long as building the rest of the circuit page's figures.
+    """
+    width = 1 / len(panels)
+    gap = 0.04 if len(panels) > 1 else 0
+    figure = go.Figure()
+    layout: dict = {"annotations": []}
+    for number, (title, trace, x_title) in enumerate(panels, start=1):
+        suffix = "" if number == 1 else str(number)
+        trace.update(xaxis=f"x{suffix}", yaxis=f"y{suffix}")
+        figure.add_trace(trace)
+        domain = [(number - 1) * width + gap / 2, number * width - gap / 2]
+        layout[f"xaxis{suffix}"] = {"domain": domain, "anchor": f"y{suffix}"}
+        if x_title:
+            layout[f"xaxis{suffix}"]["title"] = {"text": x_title}
+        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}"}
+        layout["annotations"].append(_axis_title(title, (domain[0] + domain[1]) / 2))
+    return _light(figure, height=260, showlegend=False, margin={"t": 40}, **layout)
 
 
 def _axis_title(text: str, x: float) -> dict:

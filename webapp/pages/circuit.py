@@ -99,7 +99,10 @@ def load_selected_circuit(model, task, sweep, k):
         return [], empty_figure("No circuit loaded."), None, message_list([str(err)], "danger")
 
     figure = circuit_loss_figure(
-        circuit["loss"], circuit["interv_loss"], [tuple(p) for p in circuit["search_losses"]]
+        circuit["loss"],
+        circuit["interv_loss"],
+        [tuple(p) for p in circuit["search_losses"]],
+        circuit["block_deltas"],
     )
     low, high = graph.importance_range(circuit)
     style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
