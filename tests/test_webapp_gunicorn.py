@@ -26,6 +26,7 @@ def test_config_defaults(monkeypatch):
     assert settings["workers"] == 2
     assert settings["preload_app"] is False
     assert settings["timeout"] == 120
+    assert settings["control_socket_disable"] is True
 
 
 def test_config_reads_environment(monkeypatch):
