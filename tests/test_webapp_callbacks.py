@@ -281,6 +281,7 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     )
     assert node in _text(card)
     assert f"head {index // 4} channel in head {index % 4}" in _text(card)
+    assert "Open in the per-token view" in _text(card)
     rows = task_heatmap.children[:-1]
     assert len(rows) == 2  # one sample per class
     lengths = viz["task_sample_lengths"].tolist()
@@ -293,6 +294,17 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     assert "\u00b7" in _text(task_heatmap)  # spaces are visible
     assert "bottom example 0" in _text(examples)
     assert f'node[id = "{node}"]' in [rule["selector"] for rule in stylesheet]
+
+
+def test_node_card_links_to_per_token(webapp_context):
+    circuit = _page("circuit")
+    assert circuit.per_token_href(MODEL, "single_double_quote", "0.attn.q:4") == (
+        f"/per-token?model={MODEL}&task=single_double_quote&node=0.attn.q:4"
+    )
+    # A task the per-token page does not know falls back to typed text.
+    assert circuit.per_token_href(MODEL, TASK, "0.attn.q:4") == (
+        f"/per-token?model={MODEL}&node=0.attn.q:4&source=text"
+    )
 
 
 def test_show_node_outside_circuit(webapp_context):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dash_bootstrap_components as dbc
-from dash import html
+from dash import dcc, html
 
 EDGES_SHOWN = 25  # edges listed per direction, largest |weight| first
 
@@ -18,8 +18,11 @@ def _edge_list(title: str, edges: list[tuple[str, float]]) -> html.Div:
     return html.Div([html.H6(f"{title} ({len(edges)})"), html.Ul(items, className="edge-list")])
 
 
-def node_card(details: dict) -> dbc.Card:
-    """Render the dict that `webapp.graph.node_details` returns as a card."""
+def node_card(details: dict, per_token_href: str | None = None) -> dbc.Card:
+    """Render the dict that `webapp.graph.node_details` returns as a card.
+
+    `per_token_href` links to the per-token page for this node when given.
+    """
     rows = [("location", details["location"]), ("index", str(details["index"]))]
     if details["head"] is not None:
         rows += [("head", str(details["head"])), ("channel in head", str(details["channel"]))]
@@ -38,6 +41,11 @@ def node_card(details: dict) -> dbc.Card:
             [
                 html.H5(details["id"], className="card-title", id="node-card-title"),
                 html.Dl(definitions, className="row mb-2"),
+                (
+                    dcc.Link("Open in the per-token view", href=per_token_href)
+                    if per_token_href
+                    else None
+                ),
                 dbc.Row(
                     [
                         dbc.Col(_edge_list("input edges", details["in_edges"])),

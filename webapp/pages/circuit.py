@@ -26,8 +26,9 @@ from webapp.components.node_card import node_card
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, get_store
 from webapp.figures import circuit_loss_figure, empty_figure, sweep_figure
+from webapp.live import list_task_names
 from webapp.selection import LEVELS, resolve_selection
-from webapp.url_state import parse_query, to_query_string, update_state
+from webapp.url_state import ViewState, parse_query, to_query_string, update_state
 
 logger = logging.getLogger(__name__)
 
@@ -267,11 +268,19 @@ def show_node(node, fraction, style_inputs, model, task, sweep, k):
         ]
     )
     return (
-        node_card(details),
+        node_card(details, per_token_href(model, task, str(key))),
         render_heatmap(heatmap, element_id="circuit-task-heatmap"),
         example_columns,
         graph.build_stylesheet(*base, selected=str(key)),
     )
+
+
+def per_token_href(model: str, task: str, node: str) -> str:
+    """Link to the per-token page for `node`, on the circuit's task when that page knows it."""
+    state = ViewState(model=model, node=node, source="text")
+    if task in list_task_names():
+        state = ViewState(model=model, node=node, source="task", task=task)
+    return "/per-token" + to_query_string(state)
 
 
 @callback(
