@@ -101,3 +101,20 @@ def test_used_up_time_budget_ends_run(tmp_path, encoding):
     assert len(lines) == 1
     assert record["step"] == 1
     assert (tmp_path / "store/models/tiny/final_model.pt").is_file()
+
+
+def test_init_from_copies_finished_weights(tmp_path, encoding):
+    folder = trainer.train(tiny_run(tmp_path / "first"), encoding)
+    run = tiny_run(tmp_path / "second", f'train.init_from="{folder}"', "train.anneal_frac=0.0")
+    state = trainer.init_state(run)
+
+    expected = torch.load(folder / "final_model.pt", weights_only=True)
+    for key, value in state.model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], msg=key)
+
+
+def test_init_from_rejects_other_config(tmp_path, encoding):
+    folder = trainer.train(tiny_run(tmp_path / "first"), encoding)
+    run = tiny_run(tmp_path / "second", f'train.init_from="{folder}"', "model.d_mlp=128")
+    with pytest.raises(ValueError, match=r"differs from \[model\] in \['d_mlp'\]"):
+        trainer.init_state(run)

@@ -28,7 +28,9 @@ class TrainConfig:
 
     name: str = "run"  # model name in the store: models/<name>/, train_curves/<name>/
     out_dir: str = "store"  # store root that receives models/ and train_curves/
-    checkpoint_dir: str = "runs"  # resumable checkpoints go to <checkpoint_dir>/<name>/ (git-ignored)
+    checkpoint_dir: str = (
+        "runs"  # resumable checkpoints go to <checkpoint_dir>/<name>/ (git-ignored)
+    )
     seed: int = 0
     batch_size: int = 16  # sequences of block_size tokens per step
     max_steps: int = 1000
@@ -51,6 +53,9 @@ class TrainConfig:
     min_per_row: int = 4  # entries every row of a 2-D weight keeps
     num_threads: int = 2  # torch CPU threads
     progress_bar: bool = True
+    # Model folder (beeg_config.json + final_model.pt) whose weights start the run, e.g. to continue
+    # a finished run with a new schedule; its config must equal [model].
+    init_from: str | None = None
     extra_dirs: list[str] = field(default_factory=list)  # extra folders of .py files for the corpus
     include_stdlib: bool = True  # False: train on extra_dirs only (small corpora for tests)
     validation_fraction: float = 0.05  # fraction of corpus files held out for test_xent

@@ -27,6 +27,13 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from inference.gpt import GPT
+from inference.loading import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_state_dict_strict,
+    read_config,
+    read_state_dict,
+)
 from training import checkpoint, data, metrics
 from training.config import RunConfig
 from training.schedule import density_at, lr_at
@@ -68,10 +75,27 @@ def clip_grad_rms(params: list[nn.Parameter], max_rms: float) -> float:
     return float(norm) / math.sqrt(n_entries)
 
 
+def load_initial_weights(model: GPT, run: RunConfig, folder: Path) -> None:
+    """Copy the weights of a finished model folder into ``model``; its config must equal the run's."""
+    saved_config = read_config(folder / CONFIG_FILE)
+    if saved_config.to_dict() != run.model.to_dict():
+        changed = sorted(
+            key
+            for key, value in run.model.to_dict().items()
+            if saved_config.to_dict().get(key) != value
+        )
+        raise ValueError(f"init_from {folder}: model config differs from [model] in {changed}")
+    state = read_state_dict(folder / WEIGHTS_FILE, mmap=False)
+    load_state_dict_strict(model, state, source=str(folder / WEIGHTS_FILE))
+    logger.info("initialised weights from %s", folder)
+
+
 def init_state(run: RunConfig) -> TrainState:
     """Build a freshly initialised model, optimizer and data generator from the run's seed."""
     torch.manual_seed(run.train.seed)
     model = GPT(run.model)
+    if run.train.init_from is not None:
+        load_initial_weights(model, run, Path(run.train.init_from))
     optimizer = build_optimizer(model, run)
     generator = torch.Generator().manual_seed(run.train.seed)
     return TrainState(model=model, optimizer=optimizer, generator=generator)
