@@ -3,9 +3,9 @@
 A circuit keeps the k nodes with the highest score (tau after mask training, or
 an attribution score for the baseline) and mean-ablates every other node through
 `inference.circuit.apply_circuit`, the same function the verifier and the web
-app use. `search_k` bisects for the smallest k whose per-sequence task loss is at
-most the target; the loss is close to, but not exactly, monotonic in k, so the
-result is what the bisection finds rather than a proven minimum.
+app use. `search_k` scans k over powers of two and bisects below the first k that
+reaches the target loss. The loss is not exactly monotonic in k, so the result is
+what the search finds rather than a proven minimum.
 """
 
 from __future__ import annotations
@@ -87,10 +87,14 @@ def circuit_loss(model, circuit, means, batch: PairBatch, *, invert=False, scale
 def search_k(
     model, scores, means, batch: PairBatch, target_loss: float
 ) -> tuple[int, list[tuple[int, float]]]:
-    """Bisect for the smallest k whose top-k circuit has loss <= `target_loss` on `batch`.
+    """Find the smallest k whose top-k circuit has loss <= `target_loss` on `batch`.
 
-    Returns k and the (k, loss) of every evaluation in order. When even all nodes
-    miss the target, returns the total node count.
+    First scans k = 1, 2, 4, ... up to all nodes and stops at the first k that
+    reaches the target, then bisects between it and the previous grid point. The
+    scan matters because mean-ablating many unneeded nodes can bring the loss
+    below the full model's, so a circuit may reach a target that all nodes miss.
+    Returns k and the (k, loss) of every evaluation in order. When no grid point
+    reaches the target, returns the total node count.
     """
     n_total = sum(location_width(model.config, loc) for loc in node_locations(model.config))
     history: list[tuple[int, float]] = []
@@ -101,17 +105,22 @@ def search_k(
         logger.debug("k search: k=%d loss=%.4f", k, loss)
         return loss
 
-    if loss_at(n_total) > target_loss:
+    grid = [2**i for i in range(n_total.bit_length()) if 2**i < n_total] + [n_total]
+    low, high = 0, None
+    for k in grid:
+        if loss_at(k) <= target_loss:
+            high = k
+            break
+        low = k + 1
+    if high is None:
         logger.info(
-            "the full model's loss %.4f on the search pairs is above the target %.4f; "
-            "keeping all %d nodes",
-            history[-1][1],
+            "no top-k circuit reaches the target %.4f on the search pairs (all %d nodes: %.4f)",
             target_loss,
             n_total,
+            history[-1][1],
         )
         return n_total, history
 
-    low, high = 0, n_total
     while low < high:
         middle = (low + high) // 2
         if loss_at(middle) <= target_loss:
