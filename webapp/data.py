@@ -137,7 +137,12 @@ def _is_json_scalar(value: Any) -> bool:
 
 
 def weight_counts(model: str) -> dict[str, Any]:
-    """Count the nonzero and total weights of a catalogue model's matrices (tensors of >= 2 dims)."""
+    """Count the nonzero and total entries of a catalogue model's sparse tensors.
+
+    Sparse tensors are the ones training keeps sparse (`training.sparsity.DENSE_NAME_PARTS` names
+    the dense ones: norms, bigram table, sink logits). The `final_logits_bias` buffer is not
+    trained, so it is left out too; the count then equals the L0 that training logs.
+    """
     check_listed_model(model)
     relpath = f"models/{model}/final_model.pt"
     _, identity = file_identity(relpath)
@@ -147,14 +152,16 @@ def weight_counts(model: str) -> dict[str, Any]:
 @cache.memoize()
 def _weight_counts(relpath: str, identity: FileIdentity) -> dict[str, Any]:
     from inference.loading import CheckpointError, read_state_dict
+    from training.sparsity import DENSE_NAME_PARTS
 
     try:
         state = read_state_dict(identity.path, mmap=True)
     except CheckpointError as err:
         raise DataFileError(f"Malformed store file {relpath}: {err}") from err
-    matrices = [tensor for tensor in state.values() if tensor.dim() >= 2]
-    total = sum(tensor.numel() for tensor in matrices)
-    nonzero = sum(int(tensor.count_nonzero()) for tensor in matrices)
+    dense_parts = (*DENSE_NAME_PARTS, "final_logits_bias")
+    sparse = [t for name, t in state.items() if not any(part in name for part in dense_parts)]
+    total = sum(tensor.numel() for tensor in sparse)
+    nonzero = sum(int(tensor.count_nonzero()) for tensor in sparse)
     return {"nnz": nonzero, "total": total, "density": nonzero / total if total else 0.0}
 
 

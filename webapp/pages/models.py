@@ -152,8 +152,8 @@ def show_weight_counts(model):
         logger.warning("weight counts of %s failed: %s", model, err)
         return message_list([str(err)], color="danger")
     return html.P(
-        f"{model}: {counts['nnz']:,} nonzero of {counts['total']:,} weights in weight matrices "
-        f"(density {counts['density']:.4g}).",
+        f"{model}: {counts['nnz']:,} nonzero of {counts['total']:,} weights in its sparse tensors "
+        f"(density {counts['density']:.4g}; norms, bigram table and sink logits are dense).",
         id="models-weights-text",
     )
 
