@@ -9,6 +9,7 @@ create the app first and import page modules afterwards (as `webapp.pages.<name>
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ def create_app(store_root: str | None = None, cache_config: dict[str, Any] | Non
     `cache_config` is a Flask-Caching config (default: from the `CIRCUIT_VIEWER_CACHE_*` variables).
     """
     configure_store(store_root)
+    # plotly's validators look numpy up in sys.modules without importing it. If a callback thread
+    # meets numpy half-imported by another thread (torch imports it on first use), the validator
+    # raises AttributeError, as seen with the threaded development server. Importing numpy here,
+    # before any request, closes that window.
+    importlib.import_module("numpy")
     # Dash serialises callback results with plotly's JSON encoder. With orjson installed, plotly
     # first walks every value in Python, which made a 2,000-node graph update take 63 ms instead
     # of 33 ms with the standard json engine (Flask test client, shared 2-core machine).
