@@ -46,6 +46,7 @@ def test_store_tokenizer_layout():
     assert len(merges) == 1 + 2048 - 256 - 1
 
 
+@pytest.mark.slow  # lists the whole standard library, parsing every file
 def test_store_tokenizer_round_trips_validation_files():
     encoding = bpe.load_data_gym_encoding(STORE_TOKENIZER)
     files = corpus.list_files("validation")[:10]

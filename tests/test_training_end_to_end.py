@@ -13,6 +13,9 @@ from training.config import load_run_config
 from training.schedule import density_at
 from training.sparsity import scheduled_nnz, sparse_parameters
 
+# Each test trains the tiny preset end to end (several seconds on 2 CPU cores).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
