@@ -111,8 +111,8 @@ def _read_source(path: Path) -> str | None:
 def _accepted_source_sha256(path: str, mtime_ns: int, size: int) -> str | None:
     """Return the SHA-256 of an accepted source file, None for a rejected one.
 
-    Cached per process because ``ast.parse`` of the whole standard library takes several seconds;
-    the modification time and size in the key make an edited file be checked again.
+    Cached per process because ``ast.parse`` of the whole standard library takes several seconds.
+    The modification time and size are part of the key, so an edited file is checked again.
     """
     text = _read_source(Path(path))
     if text is None:
