@@ -14,8 +14,8 @@ preload_app = False
 # The first request for a model or circuit reads it from the store (a download if remote).
 timeout = 120
 accesslog = "-"
-# gunicorn 25.1+ opens a control socket at one default path per user, which a second instance on
-# the same host would contend for; the app needs no runtime control. Older versions ignore this.
+# gunicorn 25.1+ opens a control socket at one default path per user, so a second instance on the
+# same host would contend for it. The app needs no runtime control. Older versions ignore this.
 control_socket_disable = True
 # Send the app's own log lines (webapp, registry, inference) to stderr beside gunicorn's. gunicorn
 # merges this into its default logging config; its loggers stop propagating, so no line is doubled.
