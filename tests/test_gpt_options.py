@@ -1,0 +1,72 @@
+"""Config options without a reference fixture: concatenated positions, ReLU residual, AbsTopK everywhere."""
+
+import pytest
+import torch
+
+from inference.config import ABSTOPK_LOCATIONS
+from inference.gpt import GPT, GPTConfig, sinusoidal_positions
+from inference.hook_utils import hook_recorder
+
+
+def build(**overrides):
+    torch.manual_seed(0)
+    base = dict(
+        block_size=16, vocab_size=32, n_layer=2, n_head=2, d_model=16, bias=False, rms_norm=True
+    )
+    return GPT(GPTConfig(**{**base, **overrides})).eval()
+
+
+@pytest.mark.parametrize("sinusoidal", [False, True])
+def test_cat_pos_emb_widens_block_inputs(sinusoidal):
+    model = build(d_pos_emb=4, sinusoidal_cat_pos_emb=sinusoidal)
+    keys = model.state_dict().keys()
+    assert "transformer.h.0.ln_p1.weight" in keys
+    assert "transformer.h.1.ln_p2.weight" in keys
+    assert model.transformer.wpe.weight.shape == (16, 4)
+    assert model.transformer.h[0].attn.c_attn.weight.shape == (48, 20)
+
+    with torch.no_grad(), hook_recorder() as rec:
+        model(torch.randint(0, 32, (2, 8)))
+
+    assert rec["0.attn.act_in"].shape == (2, 8, 20)
+    assert rec["1.mlp.act_in"].shape == (2, 8, 20)
+    # The last d_pos_emb channels of a block input are the normed position embeddings, equal across the batch.
+    pos_part = rec["0.attn.act_in"][..., 16:]
+    assert torch.allclose(pos_part[0], pos_part[1])
+
+
+def test_sinusoidal_positions_are_fixed():
+    model = build(d_pos_emb=6, sinusoidal_cat_pos_emb=True)
+    assert not model.transformer.wpe.weight.requires_grad
+    torch.testing.assert_close(model.transformer.wpe.weight, sinusoidal_positions(16, 6))
+
+
+def test_cat_pos_emb_changes_with_position_only():
+    model = build(d_pos_emb=4)
+    idx = torch.full((1, 6), 3)
+    with torch.no_grad():
+        logits = model(idx)[0]
+    assert not torch.allclose(logits[0, 0], logits[0, 5])
+
+
+def test_relu_residual_keeps_stream_nonnegative():
+    model = build(residual_activation_type="relu")
+    with torch.no_grad(), hook_recorder() as rec:
+        model(torch.randint(0, 32, (2, 8)))
+    assert rec["0.resid_mid"].min() >= 0
+    assert rec["final_resid"].min() >= 0
+
+
+def test_abstopk_at_every_location_keeps_k():
+    model = build(afrac=0.25, afrac_loctypes=",".join(ABSTOPK_LOCATIONS), d_mlp=32)
+    with torch.no_grad(), hook_recorder() as rec:
+        model(torch.randint(0, 32, (2, 8)))
+    assert int((rec["0.attn.q"] != 0).sum(-1).max()) <= 4  # int(0.25 * 16)
+    assert int((rec["0.mlp.post_act"] != 0).sum(-1).max()) <= 8  # int(0.25 * 32)
+    assert int((rec["1.resid_in"] != 0).sum(-1).max()) <= 4  # resid_post_mlp of layer 0
+
+
+def test_non_learnable_bigram_table_is_a_buffer():
+    model = build(enable_bigram_table=True, learnable_bigram_table=False)
+    assert "bigram_table" in dict(model.named_buffers())
+    assert "bigram_table" not in dict(model.named_parameters())
