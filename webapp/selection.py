@@ -35,10 +35,17 @@ class Selection:
     replacements: list[str] = field(default_factory=list)
 
 
+def default_option(level: str, options: Sequence[str]) -> str:
+    """The entry shown when the URL names none: for k, the target-loss circuit `k_optim` if listed."""
+    if level == "k" and "k_optim" in options:
+        return "k_optim"
+    return options[0]
+
+
 def _replacement(level: str, requested: str, options: Sequence[str], where: str) -> str:
     shown = ", ".join(options[:20]) + (" ..." if len(options) > 20 else "")
     return (
-        f"{level} {requested!r} is not available {where}; showing {options[0]!r}. "
+        f"{level} {requested!r} is not available {where}; showing {default_option(level, options)!r}. "
         f"Available: {shown}."
     )
 
@@ -77,7 +84,7 @@ def resolve_selection(store: Store, requested: dict[str, str | None]) -> Selecti
         if value not in options:
             if value is not None:
                 selection.replacements.append(_replacement(level, value, options, where))
-            value = options[0]
+            value = default_option(level, options)
         selection.values[level] = value
         chosen.append(f"{level} {value!r}")
     return selection
