@@ -12,8 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
-from webapp.app_factory import create_app
+try:
+    from webapp.app_factory import create_app
+except ValueError as err:
+    # registry.store raises StoreConfigError while it is imported, so the class cannot be imported here.
+    if type(err).__name__ != "StoreConfigError":
+        raise
+    sys.exit(f"error: {err}")
 
 app = create_app()
 server = app.server

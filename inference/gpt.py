@@ -265,8 +265,12 @@ class GPT(nn.Module):
 
     def check_input(self, idx: torch.Tensor) -> None:
         """Raise ValueError for a batch the model cannot run: wrong rank, too long, ids out of range."""
-        if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (batch, pos); got {tuple(idx.shape)}")
+        if idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(
+                f"idx must have shape (batch, pos) with pos >= 1; got {tuple(idx.shape)}"
+            )
+        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"idx must hold integer token ids; got dtype {idx.dtype}")
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(

@@ -7,6 +7,10 @@ the same parameters (so state-dict keys and hooks are unchanged) and multiplies 
 weight when no gradient is needed. Under autograd it falls back to the dense product, so training,
 pruning and `save_grads` see the exact dense path.
 
+NOTE: CSR and dense products sum in different orders. Where AbsTopK sees a near-tie at its k-th
+largest magnitude, that rounding can keep a different entry, and the logits then differ by far more
+than 1e-5 (seen on random csp_yolo2-sized weights, not on the small models in the tests).
+
 The default `max_density` of 1/8 comes from `benchmarks/inference.py` on a 2-core x86 CPU, where CSR
 products beat dense ones from roughly density 1/16 down; re-measure on other hardware.
 """

@@ -105,3 +105,15 @@ def test_token_id_outside_vocab_rejected(bad):
     idx[0, 2] = bad
     with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
         model(idx)
+
+
+def test_empty_sequence_rejected():
+    model = GPT(config_from_dict(BASE))
+    with pytest.raises(ValueError, match="pos >= 1"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_float_token_ids_rejected():
+    model = GPT(config_from_dict(BASE))
+    with pytest.raises(ValueError, match="integer token ids"):
+        model(torch.zeros(1, 4))
