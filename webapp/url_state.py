@@ -184,3 +184,13 @@ def update_state(state: ViewState, **changes: Any) -> ViewState:
         except ValueError as err:
             raise ValueError(f"invalid {name}={value!r}: {err}") from err
     return replace(state, **checked)
+
+
+def query_string_for(**values: Any) -> str | None:
+    """Serialise a page's current control values into a query string, or None if one is invalid."""
+    try:
+        state = update_state(parse_query({})[0], **values)
+    except ValueError as err:
+        logger.info("view state not written to the URL: %s", err)
+        return None
+    return to_query_string(state)

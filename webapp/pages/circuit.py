@@ -28,7 +28,7 @@ from webapp.data import DataFileError, get_store
 from webapp.figures import circuit_loss_figure, empty_figure, sweep_figure
 from webapp.live import list_task_names
 from webapp.selection import LEVELS, resolve_selection
-from webapp.url_state import ViewState, parse_query, to_query_string, update_state
+from webapp.url_state import ViewState, parse_query, query_string_for, to_query_string, update_state
 
 logger = logging.getLogger(__name__)
 
@@ -292,21 +292,10 @@ def per_token_href(model: str, task: str, node: str) -> str:
 )
 def serialise_query(model, task, sweep, k, threshold, node, fraction):
     """Serialise the current view into the query string for the address bar."""
-    try:
-        state = update_state(
-            parse_query({})[0],
-            model=model,
-            task=task,
-            sweep=sweep,
-            k=k,
-            threshold=threshold,
-            node=node,
-            fraction=fraction,
-        )
-    except ValueError as err:
-        logger.info("view state not written to the URL: %s", err)
-        return dash.no_update
-    return to_query_string(state)
+    query = query_string_for(
+        model=model, task=task, sweep=sweep, k=k, threshold=threshold, node=node, fraction=fraction
+    )
+    return dash.no_update if query is None else query
 
 
 clientside_callback(

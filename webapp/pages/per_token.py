@@ -20,7 +20,11 @@ from webapp.figures import activation_figure, empty_figure
 from webapp.live import encode_text, list_task_names, model_locations, node_activation_rows
 from webapp.live import task_sample as load_task_sample
 from webapp.nodes import parse_node_key
-from webapp.url_state import MAX_TEXT_CHARS, parse_query, to_query_string, update_state
+from webapp.url_state import (
+    MAX_TEXT_CHARS,
+    parse_query,
+    query_string_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,19 +226,13 @@ def serialise_query(model, location, index, source, task, sample, text):
     try:
         if location and index is not None:
             node = f"{location}:{_channel(index)}"
-        state = update_state(
-            parse_query({})[0],
-            model=model,
-            node=node,
-            source=source,
-            task=task,
-            sample=sample,
-            text=text,
-        )
     except ValueError as err:
         logger.info("view state not written to the URL: %s", err)
         return dash.no_update
-    return to_query_string(state)
+    query = query_string_for(
+        model=model, node=node, source=source, task=task, sample=sample, text=text
+    )
+    return dash.no_update if query is None else query
 
 
 clientside_callback(
