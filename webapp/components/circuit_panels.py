@@ -9,7 +9,10 @@ import dash_bootstrap_components as dbc
 import dash_cytoscape as cyto
 from dash import dcc, html
 
-from webapp import graph
+from webapp import (
+    export,  # noqa: F401  (importing it registers the JSON download callback)
+    graph,
+)
 from webapp.figures import empty_figure
 from webapp.selection import LEVELS
 from webapp.url_state import EXAMPLE_FRACTIONS
@@ -85,7 +88,7 @@ def loss_panel() -> list:
 
 
 def graph_panel() -> list:
-    """Build the cytoscape graph (elements come from a callback), its legend and PNG export."""
+    """Build the cytoscape graph (elements come from a callback), its legend, PNG and JSON export."""
     legend = html.Div(
         "Colour: ablation delta (blue: ablating the node raises the task "
         "loss; red: lowers it). Edge width: |weight|; blue positive, red "
@@ -99,7 +102,16 @@ def graph_panel() -> list:
         color="secondary",
         outline=True,
     )
+    download_json = dbc.Button(
+        "Download JSON",
+        id="circuit-json-button",
+        size="sm",
+        color="secondary",
+        outline=True,
+        className="ms-1",
+    )
     return [
+        dcc.Download(id="circuit-json-download"),
         cyto.Cytoscape(
             id="circuit-graph",
             elements=[],
@@ -118,7 +130,7 @@ def graph_panel() -> list:
             [
                 dbc.Col(legend, md=7),
                 dbc.Col(html.Div(id="circuit-hover", className="small"), md=3),
-                dbc.Col(download, md=2, className="text-end"),
+                dbc.Col([download, download_json], md=2, className="text-end"),
             ],
             className="mb-3",
         ),
