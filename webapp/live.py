@@ -71,6 +71,8 @@ def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]
 
 def encode_text(model: str, text: str) -> list[int]:
     """Tokenize `text` for `model`; raise ValueError when it is empty or exceeds block_size."""
+    if not isinstance(text, str):
+        raise ValueError(f"invalid text {text!r}: expected a string")
     block_size = model_summary(model)["block_size"]
     token_ids = _encoding(model).encode(text, disallowed_special=())
     if not token_ids:

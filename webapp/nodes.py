@@ -48,6 +48,8 @@ def is_location(text: str) -> bool:
 
 def parse_node_key(text: str) -> NodeKey:
     """Parse `3.attn.q:17` into a NodeKey; raise ValueError naming the text and the expected form."""
+    if not isinstance(text, str):
+        raise ValueError(f"invalid node {text!r}: expected a string such as '0.attn.q:3'")
     match = _NODE_RE.fullmatch(text.strip())
     if match is None:
         raise ValueError(

@@ -246,8 +246,11 @@ def show_selected_in_search(selected, options):
 )
 def show_node(node, fraction, style_inputs, model, task, sweep, k):
     """Show the selected node's details, task heatmap and examples, and highlight it."""
-    style_inputs = style_inputs or {"low": -1e-9, "high": 1e-9, "max_weight": 1.0}
-    base = (style_inputs["low"], style_inputs["high"], style_inputs["max_weight"])
+    try:
+        base = _style_base(style_inputs)
+    except ValueError as err:
+        logger.info("node %s not shown: %s", node, err)
+        return message_list([str(err)]), None, None, dash.no_update
     if not node or None in (model, task, sweep, k):
         hint = notice("Click a node in the graph or search for one above.")
         return hint, None, None, graph.build_stylesheet(*base)
@@ -273,6 +276,20 @@ def show_node(node, fraction, style_inputs, model, task, sweep, k):
         example_columns,
         graph.build_stylesheet(*base, selected=str(key)),
     )
+
+
+def _style_base(style_inputs) -> tuple[float, float, float]:
+    """Return (low, high, max_weight) of the graph stylesheet; raise ValueError on a bad value."""
+    if not style_inputs:
+        return -1e-9, 1e-9, 1.0
+    fields = ("low", "high", "max_weight")
+    if not isinstance(style_inputs, dict) or not all(
+        isinstance(style_inputs.get(field), int | float) for field in fields
+    ):
+        raise ValueError(
+            f"invalid graph style data {style_inputs!r}: expected numbers low, high and max_weight"
+        )
+    return tuple(float(style_inputs[field]) for field in fields)
 
 
 def per_token_href(model: str, task: str, node: str) -> str:
