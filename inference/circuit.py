@@ -33,7 +33,7 @@ Circuit = Mapping[str, torch.Tensor]
 
 
 def node_locations(config: GPTConfig) -> list[str]:
-    """All node locations of a model, in forward order."""
+    """Return every node location of a model, in forward order."""
     return [f"{i}.{loc}" for i in range(config.n_layer) for loc in BLOCK_NODE_LOCATIONS]
 
 

@@ -1,9 +1,9 @@
 """The weight-sparse GPT of Gao et al. (2025), "Weight-sparse transformers have interpretable circuits".
 
 A nanoGPT-style decoder whose forward pass matches OpenAI's released inference code on every config
-option of the released checkpoints: LayerNorm or RMSNorm, GELU or ReLU, AbsTopK activation sparsity at
-any of ten locations, an attention sink (on every attention path), a bigram logit table, concatenated
-(learned or sinusoidal) position embeddings and a ReLU residual stream. Module names match the
+option of the released checkpoints. Those options are LayerNorm or RMSNorm, GELU or ReLU, AbsTopK
+activation sparsity at any of ten locations, an attention sink (on every attention path), a bigram
+logit table, concatenated (learned or sinusoidal) position embeddings and a ReLU residual stream. Module names match the
 checkpoint keys (`transformer.h.<i>.attn.c_attn.weight`, ...).
 
 Hook points (see `inference.hook_utils`) per layer `<i>`: `resid_in`, `attn.act_in`, `attn.q`,

@@ -59,7 +59,7 @@ def resolve_model_files(path_or_url: str | os.PathLike) -> tuple[Path, Path]:
 def _existing(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found; a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+            f"{path} not found; a model folder contains {CONFIG_FILE} and {WEIGHTS_FILE}"
         )
     return path
 
@@ -89,7 +89,7 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, tor
     except (RuntimeError, zipfile.BadZipFile, EOFError) as err:
         raise CheckpointError(f"{path} ({size} bytes) could not be read: {err}") from err
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+        raise CheckpointError(f"{path} contains a {type(state).__name__}, expected a state dict")
     return strip_wrapper_prefixes(state, source=str(path))
 
 
