@@ -5,10 +5,17 @@ in an exception, which Dash turns into HTTP 500.
 """
 
 import importlib
+import json
 import logging
+import shutil
+from pathlib import Path
 
+import pytest
 from dash import no_update
 from tiny_store import MODEL, SWEEP, TASK
+
+from webapp.data import configure_store
+from webapp.live import location_width, node_activation_rows
 
 CIRCUIT = (MODEL, TASK, SWEEP, "8")
 
@@ -27,6 +34,15 @@ def _text(component) -> str:
     if isinstance(component, list | tuple):
         return " ".join(_text(child) for child in component)
     return _text(getattr(component, "children", None))
+
+
+@pytest.fixture
+def store_copy(webapp_context, webapp_store: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny store that the app reads for one test, so the test may change files."""
+    copy = tmp_path / "store"
+    shutil.copytree(webapp_store, copy)
+    configure_store(str(copy))
+    return copy
 
 
 def test_per_token_list_text_is_message(webapp_context, caplog):
@@ -56,3 +72,54 @@ def test_circuit_string_style_data_is_message(webapp_context, caplog):
     assert stylesheet is no_update
     assert "invalid graph style data 'oops'" in _text(card)
     assert len(caplog.records) == 1
+
+
+def test_per_token_unknown_task_is_named(webapp_context):
+    text = _text(_page("per_token").layout(model=MODEL, task="nosuch"))
+    assert "Task 'nosuch' is not available" in text
+    assert "Available: " in text
+    assert "single_double_quote" in text
+
+
+def test_models_unknown_metrics_are_named(webapp_context):
+    _, chosen, _, messages = _page("models").show_training_curves(
+        MODEL, None, ["L0", "nosuch", "other"]
+    )
+    assert chosen == ["L0"]
+    text = _text(messages)
+    assert "Unknown metrics 'nosuch', 'other'" in text
+    assert "Available: L0, test_xent." in text
+
+
+def test_circuit_model_without_circuits(store_copy):
+    dense = store_copy / "models" / "dense_baseline"
+    dense.mkdir()
+    config = json.loads((store_copy / "models" / MODEL / "beeg_config.json").read_text())
+    (dense / "beeg_config.json").write_text(json.dumps(config))
+    text = _text(_page("circuit").layout(model="dense_baseline"))
+    assert "model 'dense_baseline' has no circuits in this store" in text
+    assert "viz/dense_baseline/ is missing" in text
+    assert "not available in this store" not in text
+
+
+@pytest.mark.parametrize("channel", [1e30, 10**12, -1, 8])
+def test_per_token_channel_out_of_range(webapp_context, channel):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", channel, "text", None, 0, "x"
+    )
+    assert heatmap is None
+    assert "is out of range: 0.attn.q of tiny has channels 0 to 7" in _text(messages)
+
+
+def test_per_token_last_channel_of_each_location(webapp_context):
+    per_token = _page("per_token")
+    locations, _ = per_token.fill_locations(MODEL, None)
+    for location in locations:
+        width = location_width(MODEL, location)
+        heatmap, _, messages = per_token.show_activations(
+            MODEL, location, width - 1, "text", None, 0, "x"
+        )
+        assert messages == [], (location, _text(messages))
+        assert heatmap is not None
+        with pytest.raises(ValueError, match=f"has {width} channels"):
+            node_activation_rows(MODEL, f"{location}:{width}", [("text", [0])])

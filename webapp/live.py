@@ -16,7 +16,7 @@ from registry import catalogue
 from webapp.cache import FileIdentity, cache
 from webapp.data import _loaded_model, file_identity, get_store, model_summary
 from webapp.heatmap import heatmap_row
-from webapp.nodes import layer_locations, parse_node_key
+from webapp.nodes import QKV_SUFFIXES, layer_locations, parse_node_key
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,30 @@ logger = logging.getLogger(__name__)
 def model_locations(model: str) -> list[str]:
     """List every node location of a catalogue model, bottom layer first."""
     return layer_locations(model_summary(model)["n_layer"])
+
+
+def location_width(model: str, location: str) -> int:
+    """Return the number of channels at `location` (e.g. `0.attn.q`) of a catalogue model."""
+    if location not in model_locations(model):
+        raise ValueError(f"{location} is not a location of {model}")
+    summary = model_summary(model)
+    suffix = location.split(".", 1)[1]
+    if suffix in QKV_SUFFIXES:
+        return summary["n_head"] * summary["d_head"]
+    if suffix == "mlp.post_act":
+        return summary["d_mlp"]
+    return summary["d_model"]
+
+
+def check_channel(model: str, location: str, channel: int) -> int:
+    """Return `channel`; raise ValueError giving the allowed range when it is out of range."""
+    width = location_width(model, location)
+    if not 0 <= channel < width:
+        raise ValueError(
+            f"channel {channel} is out of range: {location} of {model} has channels "
+            f"0 to {width - 1}"
+        )
+    return channel
 
 
 def _encoding(model: str) -> Any:

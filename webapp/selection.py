@@ -42,12 +42,27 @@ def default_option(level: str, options: Sequence[str]) -> str:
     return options[0]
 
 
-def _replacement(level: str, requested: str, options: Sequence[str], where: str) -> str:
+def _replacement(
+    level: str, requested: str, options: Sequence[str], where: str, store: Store
+) -> str:
     shown = ", ".join(options[:20]) + (" ..." if len(options) > 20 else "")
+    problem = f"is not available {where}"
+    if level == "model" and _is_model_without_circuits(requested, store):
+        problem = f"has no circuits in this store (viz/{requested}/ is missing)"
     return (
-        f"{level} {requested!r} is not available {where}; showing {default_option(level, options)!r}. "
+        f"{level} {requested!r} {problem}; showing {default_option(level, options)!r}. "
         f"Available: {shown}."
     )
+
+
+def _is_model_without_circuits(model: str, store: Store) -> bool:
+    """Return whether the store lists `model` under models/ or train_curves/ (not under viz/)."""
+    try:
+        listed = set(catalogue.list_models(store)) | set(catalogue.list_curves(store))
+    except (OSError, catalogue.CatalogueError) as err:
+        logger.warning("listing models failed: %s", err)
+        return False
+    return model in listed
 
 
 def resolve_selection(store: Store, requested: dict[str, str | None]) -> Selection:
@@ -83,7 +98,7 @@ def resolve_selection(store: Store, requested: dict[str, str | None]) -> Selecti
         value = requested.get(level)
         if value not in options:
             if value is not None:
-                selection.replacements.append(_replacement(level, value, options, where))
+                selection.replacements.append(_replacement(level, value, options, where, store))
             value = default_option(level, options)
         selection.values[level] = value
         chosen.append(f"{level} {value!r}")

@@ -178,15 +178,23 @@ def show_training_curves(model, metrics, requested_metrics):
         return [], [], empty_figure(f"No training curves for {model}."), message_list([message])
 
     available = numeric_metrics(records)
+    messages = []
     if metrics is None:
         # First render: the URL's metrics where present, else the usual curves.
-        chosen = [m for m in requested_metrics or [] if m in available] or default_metrics(records)
+        requested = requested_metrics or []
+        chosen = [m for m in requested if m in available] or default_metrics(records)
+        unknown = [m for m in requested if m not in available]
+        if unknown:
+            messages.append(
+                f"Unknown metrics {', '.join(map(repr, unknown))} for {model}, not plotted. "
+                f"Available: {', '.join(available) or 'none'}."
+            )
     elif metrics:
         # A new model keeps the chosen curves it has, else shows its usual ones.
         chosen = [m for m in metrics if m in available] or default_metrics(records)
     else:
         chosen = []  # the user cleared the selection
-    return available, chosen, training_curves_figure(records, chosen), []
+    return available, chosen, training_curves_figure(records, chosen), message_list(messages)
 
 
 @callback(

@@ -17,7 +17,13 @@ from webapp.components.messages import message_list, notice
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, list_models
 from webapp.figures import activation_figure, empty_figure
-from webapp.live import encode_text, list_task_names, model_locations, node_activation_rows
+from webapp.live import (
+    check_channel,
+    encode_text,
+    list_task_names,
+    model_locations,
+    node_activation_rows,
+)
 from webapp.live import task_sample as load_task_sample
 from webapp.nodes import parse_node_key
 from webapp.url_state import (
@@ -43,7 +49,7 @@ def _channel(index) -> int:
     """Convert the channel input to an int; raise ValueError naming a value that is not one."""
     try:
         channel = int(index)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0") from err
     if channel != index and str(channel) != str(index):
         raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0")
@@ -140,6 +146,11 @@ def layout(**query) -> html.Div:
     except LOAD_ERRORS as err:
         tasks, messages = [], [*messages, f"Could not list the tasks: {err}"]
     task = _first_or_requested(state.task, tasks)
+    if state.task and state.task != task:
+        shown = ", ".join(tasks) if tasks else "none"
+        messages.append(
+            f"Task {state.task!r} is not available; showing {task!r}. Available: {shown}."
+        )
 
     controls = _node_controls(models, model, locations, location, index, state.source)
     inputs = _input_controls(tasks, task, state.sample, state.text)
@@ -194,7 +205,7 @@ def show_activations(model, location, index, source, task, sample, text):
         return notice("Pick a model, a location and a channel."), empty_figure(""), []
     node = f"{location}:{index}"
     try:
-        node = f"{location}:{_channel(index)}"
+        node = f"{location}:{check_channel(model, location, _channel(index))}"
         if source == "text":
             sequences = [("text", encode_text(model, text or ""))]
         else:
