@@ -48,6 +48,7 @@ class ViewState:
     text: str = ""
     fraction: str = "0.001"
     metrics: tuple[str, ...] = ()
+    channel: int = 0  # residual-stream channel on the embeddings page
 
 
 DEFAULT_STATE = ViewState()
@@ -108,6 +109,12 @@ def _parse_metrics(value: str) -> tuple[str, ...]:
     return names
 
 
+def _parse_channel(value: str) -> int:
+    if not re.fullmatch(r"\d{1,6}", value):
+        raise ValueError("expected a channel number from 0 to 999999")
+    return int(value)
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -120,6 +127,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "text": _parse_text,
     "fraction": _parse_fraction,
     "metrics": _parse_metrics,
+    "channel": _parse_channel,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 
