@@ -1,7 +1,7 @@
-"""Page callbacks given values of the wrong JSON type or unknown values, as a hand-made POST sends.
+"""Page callbacks given bad values (wrong JSON types, unknown names) and malformed store files.
 
-Each case must end in an on-page message naming the value (or no update) and one log line, never
-in an exception, which Dash turns into HTTP 500.
+A hand-made callback POST or URL can send any of these values. Each must end in an on-page message
+naming the value or file (or in no update), never in an exception, which Dash turns into HTTP 500.
 """
 
 import importlib
@@ -123,3 +123,51 @@ def test_per_token_last_channel_of_each_location(webapp_context):
         assert heatmap is not None
         with pytest.raises(ValueError, match=f"has {width} channels"):
             node_activation_rows(MODEL, f"{location}:{width}", [("text", [0])])
+
+
+@pytest.mark.parametrize("content", ["{not json", '"not a record"', "{not json\n\n"])
+def test_one_line_invalid_progress_is_named(store_copy, content):
+    (store_copy / "train_curves" / MODEL / "progress.json").write_text(content)
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    text = _text(messages)
+    assert f"train_curves/{MODEL}/progress.json" in text
+    assert "line 1" in text
+
+
+def test_empty_progress_file_is_named(store_copy):
+    (store_copy / "train_curves" / MODEL / "progress.json").write_text("\n")
+    _, _, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    assert f"No records in train_curves/{MODEL}/progress.json" in _text(messages)
+    assert f"train_curves/{MODEL}/progress.json" in figure.layout.annotations[0].text
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"points": "abc"}', "field 'points' must be a list, got 'abc'"),
+        ('{"points": [3]}', "field 'points[0]' must be an object, got 3"),
+        ('{"points": [{"k": [1], "loss_per_sequence": 1}]}', "field 'points[0].k'"),
+        ('{"points": [{"k": 1, "loss_per_sequence": {}}]}', "field 'points[0].loss_per_sequence'"),
+        (
+            '{"points": [{"k": 1}]}',
+            "field 'points[0].loss_per_sequence' must be a number, got None",
+        ),
+        ('{"points": [], "k_optim": "many"}', "field 'k_optim' must be an integer, got 'many'"),
+        ('{"points": [], "target_loss_per_sequence": []}', "field 'target_loss_per_sequence'"),
+    ],
+)
+def test_malformed_sweep_names_field(store_copy, content, field):
+    (store_copy / "viz" / MODEL / TASK / SWEEP / "sweep.json").write_text(content)
+    figure = _page("circuit").show_sweep(MODEL, TASK, SWEEP, "8")
+    text = figure.layout.annotations[0].text
+    assert f"viz/{MODEL}/{TASK}/{SWEEP}/sweep.json" in text
+    assert field in text
+    assert "TypeError" not in text
+
+
+def test_sweep_integral_float_k_accepted(store_copy):
+    path = store_copy / "viz" / MODEL / TASK / SWEEP / "sweep.json"
+    path.write_text('{"points": [{"k": 8.0, "loss_per_sequence": 0.5}], "k_optim": 8}')
+    figure = _page("circuit").show_sweep(MODEL, TASK, SWEEP, "8")
+    assert list(figure.data[0].x) == [8]

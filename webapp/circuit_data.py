@@ -147,23 +147,66 @@ def load_sweep(model: str, task: str, sweep: str) -> dict[str, Any] | None:
 def _sweep(relpath: str, identity: FileIdentity) -> dict[str, Any]:
     try:
         sweep = json.loads(Path(identity.path).read_text())
-        points = [
-            {"k": int(point["k"]), "loss_per_sequence": float(point["loss_per_sequence"])}
-            for point in sweep["points"]
-        ]
-        k_optim = sweep.get("k_optim")
-        return {
-            "points": points,
-            "k_optim": None if k_optim is None else int(k_optim),
-            "full_model_loss": _optional_float(sweep.get("full_model_loss_per_sequence")),
-            "target_loss": _optional_float(sweep.get("target_loss_per_sequence")),
-        }
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataFileError(f"Malformed store file {relpath}: {err!r}") from err
+    except ValueError as err:
+        raise DataFileError(f"Malformed store file {relpath}: {err}") from err
+    try:
+        return _parse_sweep(sweep)
+    except ValueError as err:
+        raise DataFileError(f"Malformed store file {relpath}: {err}") from err
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _parse_sweep(sweep: Any) -> dict[str, Any]:
+    """Check the fields of a parsed sweep.json; raise ValueError naming the first bad field."""
+    if not isinstance(sweep, dict):
+        raise ValueError(f"expected a JSON object, got {type(sweep).__name__}")
+    points = sweep.get("points")
+    if not isinstance(points, list):
+        raise ValueError(f"field 'points' must be a list, got {points!r}")
+    parsed_points = []
+    for number, point in enumerate(points):
+        if not isinstance(point, dict):
+            raise ValueError(f"field 'points[{number}]' must be an object, got {point!r}")
+        parsed_points.append(
+            {
+                "k": _int_field(f"points[{number}].k", point.get("k")),
+                "loss_per_sequence": _float_field(
+                    f"points[{number}].loss_per_sequence", point.get("loss_per_sequence")
+                ),
+            }
+        )
+    k_optim = sweep.get("k_optim")
+    full_model_loss = sweep.get("full_model_loss_per_sequence")
+    target_loss = sweep.get("target_loss_per_sequence")
+    return {
+        "points": parsed_points,
+        "k_optim": None if k_optim is None else _int_field("k_optim", k_optim),
+        "full_model_loss": None
+        if full_model_loss is None
+        else _float_field("full_model_loss_per_sequence", full_model_loss),
+        "target_loss": None
+        if target_loss is None
+        else _float_field("target_loss_per_sequence", target_loss),
+    }
+
+
+def _int_field(name: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"field {name!r} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(f"field {name!r} must be an integer, got {value!r}") from err
+
+
+def _float_field(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"field {name!r} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError as err:
+        raise ValueError(f"field {name!r} must be a number, got {value!r}") from err
 
 
 def check_node(circuit: dict[str, Any], node: str) -> NodeKey:

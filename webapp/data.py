@@ -186,8 +186,9 @@ def _training_records(relpath: str, identity: FileIdentity) -> list[dict[str, An
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            if number == len(lines):
-                # A run still writing its log can leave a partial last line.
+            if number == len(lines) and records:
+                # A run still writing its log can leave a partial last line. With no record
+                # before it the line is reported, so a one-line invalid file is not shown as empty.
                 logger.warning("%s: skipped unparsable last line %d: %s", relpath, number, err)
                 continue
             raise DataFileError(f"Malformed store file {relpath}: line {number}: {err}") from err

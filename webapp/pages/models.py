@@ -177,6 +177,11 @@ def show_training_curves(model, metrics, requested_metrics):
         message = f"No training curves for {model}: {err}"
         return [], [], empty_figure(f"No training curves for {model}."), message_list([message])
 
+    if not records:
+        message = f"No records in train_curves/{model}/progress.json: the file has no JSON lines."
+        logger.info("training curves of %s not shown: %s", model, message)
+        return [], [], empty_figure(message), message_list([message])
+
     available = numeric_metrics(records)
     messages = []
     if metrics is None:
