@@ -119,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--ks", type=int, nargs="+", default=list(DEFAULT_SWEEP_KS), help="node counts to write"
     )
 
+    search = commands.add_parser(
+        "search",
+        help="Optuna search for the hyperparameters giving the smallest circuit at the target loss",
+    )
+    _add_run_options(search)
+    search.add_argument("--n-trials", type=int, default=10, help="trials this process runs")
+    search.add_argument(
+        "--study-name", default=None, help="Optuna study name (default: <model>-<task>)"
+    )
+    search.add_argument(
+        "--storage",
+        default=None,
+        help="shared study storage: journal:<path> or a database URL such as sqlite:///s.db "
+        "(default: in memory); run the same command in several processes to share one study",
+    )
+
     verify = commands.add_parser("verify", help="rerun a viz_data circuit with real interventions")
     verify.add_argument("viz_data", type=Path, help="path of a viz_data.pt")
     verify.add_argument(
@@ -176,6 +192,46 @@ def _run(args, parser) -> int:
     return 0
 
 
+def _search(args, parser) -> int:
+    from pruning.hpsearch import make_storage, run_search
+    from pruning.run import load_model_for_pruning
+    from registry.tasks import get_task
+
+    if len(args.task) != 1:
+        parser.error("search takes exactly one --task")
+    try:
+        make_storage(args.storage)
+        config = PruneConfig(
+            target_loss=args.target_loss,
+            n_steps=args.n_steps,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    loaded = load_model_for_pruning(
+        args.model_dir,
+        n_mean_windows=args.mean_windows,
+        window_len=args.window_len,
+        n_example_windows=0,
+    )
+    task = get_task(args.task[0], loaded.model.config.tokenizer_name)
+    study = run_search(
+        loaded.model,
+        task.xs,
+        loaded.means,
+        config,
+        n_trials=args.n_trials,
+        study_name=args.study_name or f"{loaded.name}-{task.name}",
+        storage=args.storage,
+    )
+    best = study.best_trial
+    print(
+        f"{task.name}: best k={int(best.value)} after {len(study.trials)} trials, params {best.params}"
+    )
+    return 0
+
+
 def _verify(args) -> int:
     from inference.gpt import load_model
     from pruning.verify import losses_match, verify_viz_data
@@ -210,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command == "verify":
         return _verify(args)
+    if args.command == "search":
+        return _search(args, parser)
     return _run(args, parser)
 
 

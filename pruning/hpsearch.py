@@ -1,0 +1,101 @@
+"""Hyperparameter search for the pruner with Optuna: the smallest circuit at the target loss.
+
+Each trial trains node gates with hyperparameters drawn around the search centres of Gao et al.
+(2025), then bisects k to the target task loss; the trial's value is that k (fewer nodes is better).
+The study lives in an Optuna storage, so several processes, on one machine or many, cooperate on one
+study by running the same command with the same `--storage` and `--study-name`:
+
+- no storage: in memory, one process;
+- `journal:<path>`: a journal file (file locks, one machine or a shared file system);
+- any database URL Optuna accepts (`sqlite:///study.db`, `postgresql://...`): many machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from pruning.config import PruneConfig
+from pruning.data import make_batch
+from pruning.search import search_k
+from pruning.train import train_gates
+from registry.tasks import Datapoint
+
+logger = logging.getLogger(__name__)
+
+# Log-uniform ranges, one decade either side of the paper's search centres (heaviside_temp: 0.3-3).
+SEARCH_SPACE: dict[str, tuple[float, float]] = {
+    "k_coef": (1e-5, 1e-3),
+    "lr": (1e-3, 1e-2),
+    "init_noise_bias": (1e-2, 1.0),
+    "weight_decay": (1e-4, 1e-2),
+    "heaviside_temp": (0.3, 3.0),
+}
+JOURNAL_PREFIX = "journal:"
+
+
+def make_storage(storage: str | None) -> Any:
+    """Turn a `--storage` value into what optuna.create_study takes (None: in memory)."""
+    if not storage:
+        return None
+    if storage.startswith(JOURNAL_PREFIX):
+        path = storage[len(JOURNAL_PREFIX) :]
+        if not path:
+            raise ValueError(f"storage {storage!r} names no file; use journal:/path/to/study.log")
+        backend = optuna.storages.journal.JournalFileBackend(path)
+        return optuna.storages.JournalStorage(backend)
+    if "://" not in storage:
+        raise ValueError(
+            f"storage {storage!r} is not a database URL or journal:<path>; "
+            "use e.g. sqlite:///study.db or journal:study.log"
+        )
+    return storage
+
+
+def trial_config(trial: optuna.Trial, base: PruneConfig) -> PruneConfig:
+    """Draw one trial's hyperparameters from SEARCH_SPACE on top of `base`."""
+    values = {
+        name: trial.suggest_float(name, low, high, log=True)
+        for name, (low, high) in SEARCH_SPACE.items()
+    }
+    return dataclasses.replace(base, seed=base.seed + trial.number, **values)
+
+
+def run_search(
+    model,
+    pairs: Sequence[Datapoint],
+    means: dict,
+    base: PruneConfig,
+    *,
+    n_trials: int,
+    study_name: str,
+    storage: str | None = None,
+) -> optuna.Study:
+    """Run `n_trials` trials in this process on the (possibly shared) study; return the study."""
+    if n_trials < 1:
+        raise ValueError(f"n_trials={n_trials} must be at least 1")
+    search_batch = make_batch(list(pairs)[: base.n_search_pairs], model.config.block_size)
+
+    def objective(trial: optuna.Trial) -> int:
+        config = trial_config(trial, base)
+        gates, _ = train_gates(model, pairs, means, config, progress=False)
+        k, history = search_k(model, gates.scores(), means, search_batch, config.target_loss)
+        trial.set_user_attr("worker_pid", os.getpid())
+        trial.set_user_attr("final_loss", history[-1][1] if history else None)
+        logger.info("trial %d: k=%d with %s", trial.number, k, trial.params)
+        return k
+
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=make_storage(storage),
+        direction="minimize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=base.seed + os.getpid() % 1000),
+    )
+    study.optimize(objective, n_trials=n_trials)
+    return study
