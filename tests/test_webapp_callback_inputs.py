@@ -4,45 +4,21 @@ A hand-made callback POST or URL can send any of these values. Each must end in 
 naming the value or file (or in no update), never in an exception, which Dash turns into HTTP 500.
 """
 
-import importlib
 import json
 import logging
-import shutil
-from pathlib import Path
 
 import pytest
 from dash import no_update
 from tiny_store import MODEL, SWEEP, TASK
+from webapp_fixtures import component_text, page_module
 
-from webapp.data import configure_store
 from webapp.live import location_width, node_activation_rows
 
 CIRCUIT = (MODEL, TASK, SWEEP, "8")
 
 
-def _page(name: str):
-    """A page module as Dash imported it (importing it again would register callbacks twice)."""
-    return importlib.import_module(f"webapp.pages.{name}")
-
-
-def _text(component) -> str:
-    """All text inside a Dash component tree, joined by spaces."""
-    if component is None:
-        return ""
-    if isinstance(component, str | int | float):
-        return str(component)
-    if isinstance(component, list | tuple):
-        return " ".join(_text(child) for child in component)
-    return _text(getattr(component, "children", None))
-
-
-@pytest.fixture
-def store_copy(webapp_context, webapp_store: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny store that the app reads for one test, so the test may change files."""
-    copy = tmp_path / "store"
-    shutil.copytree(webapp_store, copy)
-    configure_store(str(copy))
-    return copy
+_page = page_module
+_text = component_text
 
 
 def test_per_token_list_text_is_message(webapp_context, caplog):

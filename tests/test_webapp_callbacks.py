@@ -4,7 +4,6 @@ The callbacks run against real files (a random tiny model and schema-valid circu
 tests/tiny_store.py), the real registry and inference packages, and a real FileSystemCache.
 """
 
-import importlib
 import json
 import shutil
 import struct
@@ -14,36 +13,14 @@ import pytest
 import torch
 from dash import no_update
 from tiny_store import MODEL, SWEEP, TASK
-
-from webapp.data import configure_store
+from webapp_fixtures import component_text, page_module
 
 CIRCUIT = (MODEL, TASK, SWEEP, "8")
 VIZ_RELPATH = f"viz/{MODEL}/{TASK}/{SWEEP}/8/viz_data.pt"
 
 
-def _page(name: str):
-    """A page module as Dash imported it (importing it again would register callbacks twice)."""
-    return importlib.import_module(f"webapp.pages.{name}")
-
-
-def _text(component) -> str:
-    """All text inside a Dash component tree, joined by spaces."""
-    if component is None:
-        return ""
-    if isinstance(component, str | int | float):
-        return str(component)
-    if isinstance(component, list | tuple):
-        return " ".join(_text(child) for child in component)
-    return _text(getattr(component, "children", None))
-
-
-@pytest.fixture
-def store_copy(webapp_context, webapp_store: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny store that the app reads for one test, so the test may break files."""
-    copy = tmp_path / "store"
-    shutil.copytree(webapp_store, copy)
-    configure_store(str(copy))
-    return copy
+_page = page_module
+_text = component_text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ store contents copy the store and point the app at the copy with `configure_stor
 
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +59,30 @@ def webapp_context(webapp_app, webapp_store: Path) -> Iterator:
     with webapp_app.server.app_context():
         yield webapp_app
     configure_store(str(webapp_store))
+
+
+@pytest.fixture
+def store_copy(webapp_context, webapp_store: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny store that the app reads for one test, so the test may break files."""
+    from webapp.data import configure_store
+
+    copy = tmp_path / "store"
+    shutil.copytree(webapp_store, copy)
+    configure_store(str(copy))
+    return copy
+
+
+def page_module(name: str):
+    """A page module as Dash imported it (importing it again would register callbacks twice)."""
+    return importlib.import_module(f"webapp.pages.{name}")
+
+
+def component_text(component) -> str:
+    """All text inside a Dash component tree, joined by spaces."""
+    if component is None:
+        return ""
+    if isinstance(component, str | int | float):
+        return str(component)
+    if isinstance(component, list | tuple):
+        return " ".join(component_text(child) for child in component)
+    return component_text(getattr(component, "children", None))
