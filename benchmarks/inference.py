@@ -55,7 +55,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def bundled_shape() -> dict:
-    """The bundled sparse model's config, or a stand-in of the same size when it is absent."""
+    """Return the bundled sparse model's config, or a stand-in of the same size when it is absent."""
     for config_path in sorted((REPO / "store" / "models").glob("*/beeg_config.json")):
         raw = json.loads(config_path.read_text())
         if not raw.get("name", config_path.parent.name).startswith("dense"):

@@ -1,8 +1,8 @@
 """Benchmark the cost of the weight-sparsity projection in a training step.
 
 Times optimizer steps of a preset's model (by default the embedded sparse model) on random token
-ids, alternating steps with and without the top-k projection that follows each AdamW update, and
-prints tokens/s of both and their ratio, measured in one run.
+ids. Steps with and without the top-k projection that follows each AdamW update alternate, and the
+script prints tokens/s of both and their ratio, measured in one run.
 
     python benchmarks/training.py                     # a short report
     python benchmarks/training.py --json              # the figures as one JSON object

@@ -3,8 +3,8 @@
 A node is one channel at one node location. Node locations, per layer `<i>`, are the hooks the pruning
 method of Gao et al. (2025) puts masks on: `<i>.attn.act_in`, `<i>.attn.q`, `<i>.attn.k`,
 `<i>.attn.v`, `<i>.attn.resid_delta`, `<i>.mlp.act_in`, `<i>.mlp.post_act`, `<i>.mlp.resid_delta`.
-A circuit maps node locations to 1-D LongTensors of kept channel ids (the `circuit_data` of a
-viz_data file); a location it does not name has no kept nodes. `apply_circuit` is the one place
+A circuit maps node locations to 1-D LongTensors of kept channel ids, like the `circuit_data` of a
+viz_data file. A location it does not name has no kept nodes. `apply_circuit` is the one place
 where a circuit is run: the pruner, its verifier and the web app all call it.
 """
 

@@ -12,8 +12,8 @@ Name filter: `regex` is matched with `re.fullmatch` against the full hook name a
 its dotted prefixes. So `"1"` records every hook of layer 1 (and not layer 10), `"1.attn"` records
 layer 1's attention hooks, `"0.attn.q"` records that hook only and `".*"` (the default) records all.
 
-Interventions map a full hook name to `fn(tensor) -> tensor`; the returned tensor replaces the
-activation for the rest of the forward pass (and is what gets recorded). A name that matches no hook
+Interventions map a full hook name to `fn(tensor) -> tensor`. The returned tensor replaces the
+activation for the rest of the forward pass, and it is what gets recorded. A name that matches no hook
 raises `KeyError` when the block exits, so a typo cannot silently do nothing.
 
 State lives in a `contextvars.ContextVar`, so each thread (and asyncio task) records only its own
@@ -49,7 +49,7 @@ _namespace: contextvars.ContextVar[str] = contextvars.ContextVar("hook_namespace
 
 
 def name_matches(pattern: re.Pattern[str], name: str) -> bool:
-    """Whether `pattern` fully matches `name` or one of its dotted prefixes."""
+    """Return whether `pattern` fully matches `name` or one of its dotted prefixes."""
     parts = name.split(".")
     return any(pattern.fullmatch(".".join(parts[:n])) for n in range(len(parts), 0, -1))
 

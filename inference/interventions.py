@@ -20,7 +20,7 @@ Channels = Sequence[int] | torch.Tensor | None
 
 
 def _channel_mask(channels: Channels, width: int, device: torch.device) -> torch.Tensor:
-    """A boolean (width,) mask that is True at `channels`."""
+    """Return a boolean (width,) mask that is True at `channels`."""
     if channels is None:
         return torch.ones(width, dtype=torch.bool, device=device)
     index = torch.as_tensor(channels, dtype=torch.long, device=device).reshape(-1)

@@ -153,6 +153,21 @@ def _store_root(args, parser) -> Path:
     parser.error(f"--store is required: {args.model_dir} is not inside a <store>/models/ folder")
 
 
+def _prune_config(args, parser) -> PruneConfig:
+    """Build the PruneConfig of the command-line options, or exit with the invalid value."""
+    try:
+        return PruneConfig(
+            target_loss=args.target_loss,
+            n_steps=args.n_steps,
+            k_coef=args.k_coef,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+
+
 def _run(args, parser) -> int:
     from pruning.run import (
         load_model_for_pruning,
@@ -163,17 +178,7 @@ def _run(args, parser) -> int:
     )
 
     store_root = _store_root(args, parser)
-    try:
-        config = PruneConfig(
-            target_loss=args.target_loss,
-            n_steps=args.n_steps,
-            k_coef=args.k_coef,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
-    except ValueError as err:
-        parser.error(str(err))
+    config = _prune_config(args, parser)
     loaded = load_model_for_pruning(
         args.model_dir,
         n_mean_windows=args.mean_windows,
@@ -201,14 +206,9 @@ def _search(args, parser) -> int:
         parser.error("search takes exactly one --task")
     try:
         make_storage(args.storage)
-        config = PruneConfig(
-            target_loss=args.target_loss,
-            n_steps=args.n_steps,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
     except ValueError as err:
         parser.error(str(err))
+    config = _prune_config(args, parser)  # each trial then draws its own k_coef and lr
     loaded = load_model_for_pruning(
         args.model_dir,
         n_mean_windows=args.mean_windows,

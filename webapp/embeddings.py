@@ -1,6 +1,6 @@
 """Data and figures of the embeddings page: one residual channel's token and position embeddings.
 
-For a residual channel c, the token embedding `transformer.wte.weight[:, c]` says how strongly each
+For a residual channel c, the token embedding `transformer.wte.weight[:, c]` measures how strongly each
 token writes to c at the input. The page lists the 20 tokens with the largest and smallest weights,
 draws a histogram of all of them, and shows the whole position embedding `transformer.wpe.weight` as
 a heatmap on a symmetric log scale. Only these two tensors are read from the memory-mapped checkpoint.

@@ -36,7 +36,7 @@ class Selection:
 
 
 def default_option(level: str, options: Sequence[str]) -> str:
-    """The entry shown when the URL names none: for k, the target-loss circuit `k_optim` if listed."""
+    """Return the entry to show when the URL names none: for k, `k_optim` if listed, else the first."""
     if level == "k" and "k_optim" in options:
         return "k_optim"
     return options[0]

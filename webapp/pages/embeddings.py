@@ -33,7 +33,9 @@ def layout(**query) -> html.Div:
         models, messages = [], [*messages, f"Could not list the models: {err}"]
     if not models:
         messages.append("The store has no models (no models/<name>/beeg_config.json).")
-    model = state.model if state.model in models else (models[0] if models else None)
+    model = state.model
+    if model not in models:
+        model = models[0] if models else None
     if state.model and state.model != model:
         messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
     controls = dbc.Row(
@@ -80,7 +82,7 @@ def layout(**query) -> html.Div:
 
 
 def token_table(title: str, rows: list[dict]) -> html.Div:
-    """A table of (token, id, weight); token text is shown as text, with whitespace visible."""
+    """Build a table of (token, id, weight) rows, with each token's whitespace visible."""
     body = [
         html.Tr(
             [
