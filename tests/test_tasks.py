@@ -20,12 +20,16 @@ from registry.tasks import (
 from registry.tasks.jsonl import TASKS_PATH_ENV
 from registry.tokenizer import get_encoding
 
+# The 20 tasks of Gao et al. 2025, all built in.
 BUILT_IN = [
     "bracket_brace",
     "bracket_counting",
     "class_init",
+    "else_elif",
     "enumerate_range",
+    "final_kwarg",
     "for_while",
+    "fstring_brace",
     "if_equals",
     "if_ternary",
     "indent_for",
@@ -33,12 +37,14 @@ BUILT_IN = [
     "set_or_string",
     "set_or_string_fixedvarname",
     "single_double_quote",
+    "var_if",
     "var_swap",
+    "while_return_true",
     "with_as",
     "with_open",
 ]
 # Tasks whose answer is the same token pair in every datapoint.
-FIXED_ANSWER = sorted(set(BUILT_IN) - {"class_init", "var_swap", "with_as"})
+FIXED_ANSWER = sorted(set(BUILT_IN) - {"class_init", "var_if", "var_swap", "with_as"})
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,7 @@ def encoding():
 
 def test_list_task_names_has_built_ins():
     names = list_task_names()
+    assert len(BUILT_IN) == 20
     for name in BUILT_IN:
         assert name in names
 

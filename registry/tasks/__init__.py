@@ -1,16 +1,17 @@
 """Binary next-token tasks on Python code, used to find circuits by pruning.
 
 `get_task(name)` returns a `Task` with train pairs `xs` and test pairs `xs_test`.
-Built-in tasks follow the task list of Gao et al. 2025 ("Weight-sparse
-transformers have interpretable circuits"); each is generated from templates by
-a seeded RNG, so it is identical on every run (512 train and 128 test pairs).
+The 20 built-in tasks are those of Gao et al. 2025 ("Weight-sparse transformers
+have interpretable circuits"). Each is generated from templates by a seeded RNG,
+so it is identical on every run (512 train and 128 test pairs). The templates
+are grouped by what decides the answer: `templates_syntax` (brackets, quotes,
+operators), `templates_flow` (control-flow keywords), `templates_context` (an
+earlier call or a string prefix) and `templates_names` (a name to copy, or a
+type's method).
 
 Add a task with a small module that calls `register_task(TaskSpec(...))`, or with
 a `<name>.jsonl` file in a folder listed in `CIRCUIT_SPARSITY_TASKS` (see
 `registry.tasks.jsonl` for the format).
-
-Not built in yet: final_kwarg, else_elif, fstring_brace, var_if and
-while_return_true.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from . import templates_names, templates_syntax
+from . import templates_context, templates_flow, templates_names, templates_syntax
 from .base import (
     DEFAULT_N_TEST,
     DEFAULT_N_TRAIN,
@@ -100,7 +101,8 @@ def _build_named(name: str, encoding_name: str) -> Task:
     return _build(name, _resolve_encoding(encoding_name))
 
 
-for _spec in templates_syntax.SPECS + templates_names.SPECS:
+_TEMPLATE_MODULES = (templates_syntax, templates_flow, templates_context, templates_names)
+for _spec in (spec for module in _TEMPLATE_MODULES for spec in module.SPECS):
     register_task(_spec)
 
 

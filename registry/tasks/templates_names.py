@@ -7,9 +7,20 @@ one token (with their leading space) are drawn.
 
 from __future__ import annotations
 
+import re
+
 from .base import TaskSpec, TaskTokenError, TemplateContext, TextPair
 from .templates_syntax import answer_pair
-from .vocab import CLASS_NAMES, NAMES, body_indent, filler_statement, pick_name, preamble
+from .vocab import (
+    CLASS_NAMES,
+    FUNCTION_NAMES,
+    NAMES,
+    body_indent,
+    filler_statement,
+    pick_name,
+    pick_number,
+    preamble,
+)
 
 FILE_HANDLE_NAMES = ("f", "fp", "fh", "fd", "stream", "handle", "file", "src", "out", "infile")
 
@@ -126,6 +137,41 @@ def set_or_string_fixedvarname(context: TemplateContext) -> TextPair:
     return _set_or_string(context, "x", task_name="set_or_string_fixedvarname")
 
 
+def var_if(context: TemplateContext) -> TextPair:
+    """The `if` right after an assignment tests the name just assigned.
+
+    The last two lines are `x = f(y)` and `if`, and the answer is ` x`. The call
+    argument `y` is a second name on the same line that the model must not copy,
+    and the lines above use neither name. The prefixes differ only in the name on
+    the left of the assignment.
+    """
+    rng = context.rng
+    names = _single_token_names(context, NAMES, task_name="var_if")
+    assigned, other = rng.sample(names, 2)
+    header = preamble(rng)
+    if {assigned, other} & set(re.findall(r"\w+", header)):
+        # A parameter of the same name would give the `if` a second likely subject.
+        header = ""
+    indent = body_indent(header)
+    argument = pick_name(rng, exclude=(assigned, other))
+    avoid = (assigned, other, argument)
+    before = header + (filler_statement(rng, indent, avoid=avoid) if rng.random() < 0.5 else "")
+    call = f"{rng.choice(FUNCTION_NAMES)}({argument})"
+    body = filler_statement(rng, indent + "    ", avoid=avoid)
+    test = rng.choice([":\n", " is None:\n", " is not None:\n", f" == {pick_number(rng)}:\n"])
+
+    def prefix(name: str) -> str:
+        return f"{before}{indent}{name} = {call}\n{indent}if"
+
+    return TextPair(
+        inputs=prefix(assigned),
+        patch_from_inputs=prefix(other),
+        target=" " + assigned,
+        alt=" " + other,
+        suffix=test + body,
+    )
+
+
 SPECS = (
     TaskSpec("class_init", class_init, "In `__init__`, `self.x =` copies the parameter `x`."),
     TaskSpec("with_as", with_as, "Inside `with open(p) as f:`, read from the handle `f`."),
@@ -141,4 +187,5 @@ SPECS = (
         set_or_string_fixedvarname,
         "`set_or_string` with the variable always named `x`.",
     ),
+    TaskSpec("var_if", var_if, "After `x = f(y)`, the next `if` tests ` x`."),
 )

@@ -33,6 +33,23 @@ def answer_pair(context: TemplateContext, candidates, *, task_name: str) -> tupl
     )
 
 
+def first_emitted_pair(
+    context: TemplateContext, pairs: list[TextPair], *, task_name: str
+) -> TextPair:
+    """Return the first pair whose two answers the encoding emits as one token in context."""
+    for pair in pairs:
+        alt_suffix = pair.suffix if pair.alt_suffix is None else pair.alt_suffix
+        if context.emits_answer(pair.inputs, pair.target, pair.suffix) and context.emits_answer(
+            pair.patch_from_inputs, pair.alt, alt_suffix
+        ):
+            return pair
+    answers = [(pair.target, pair.alt) for pair in pairs]
+    raise TaskTokenError(
+        f"task {task_name!r}: the encoding emits none of the answer pairs {answers} as single "
+        "tokens at the decision point; add a candidate pair that this BPE emits there"
+    )
+
+
 def _next_line(context: TemplateContext, indent: str) -> str:
     return filler_statement(context.rng, indent)
 
