@@ -57,7 +57,6 @@ TARGETS = {
     "load_errors": 0,
 }
 PER_TOKEN_TOKENS = 256
-START_TIMEOUT_S = 120.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,6 +83,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=10.0,
         help="seconds of load before measuring, while workers load the model (default 10)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a server may take to respond to its first request (default 120)",
     )
     parser.add_argument(
         "--load",
@@ -133,6 +138,7 @@ class Server:
     started: float  # time.perf_counter() just before the process started
     base: str
     log_path: Path
+    start_timeout_s: float
 
     def check_alive(self) -> None:
         """Raise RuntimeError with the end of the server's log when the process has exited."""
@@ -143,12 +149,14 @@ class Server:
 
 
 @contextmanager
-def running_server(command: list[str], port: int, env: dict[str, str], log_path: Path):
+def running_server(
+    command: list[str], port: int, env: dict[str, str], log_path: Path, start_timeout_s: float
+):
     """Start `command` in the repository root, yield it as a `Server`, and stop it."""
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        server = Server(process, started, f"http://127.0.0.1:{port}", log_path)
+        server = Server(process, started, f"http://127.0.0.1:{port}", log_path, start_timeout_s)
         try:
             yield server
             server.check_alive()
@@ -178,12 +186,13 @@ def first_page(session: requests.Session, server: Server) -> float:
         server.check_alive()
         try:
             # gunicorn accepts connections before its workers have imported the app.
-            response = session.get(f"{base}/", timeout=START_TIMEOUT_S)
+            response = session.get(f"{base}/", timeout=server.start_timeout_s)
             break
         except requests.ConnectionError:
-            if time.perf_counter() - server.started > START_TIMEOUT_S:
+            if time.perf_counter() - server.started > server.start_timeout_s:
                 raise RuntimeError(
-                    f"server on {base} timed out: no response within {START_TIMEOUT_S:.0f} s: "
+                    f"server on {base} timed out: no response within "
+                    f"{server.start_timeout_s:g} s (raise --start-timeout on a slow machine): "
                     f"{tail(server.log_path)}"
                 ) from None
             time.sleep(0.01)
@@ -288,7 +297,8 @@ def measure_single_server(args: argparse.Namespace, workdir: Path) -> dict:
     env = server_env(port, workdir / "cache-app", workers=1)
     command = [sys.executable, "app.py"]
     logger.info("starting python app.py on port %d", port)
-    with running_server(command, port, env, workdir / "app.log") as server:
+    log_path = workdir / "app.log"
+    with running_server(command, port, env, log_path, args.start_timeout) as server:
         session = requests.Session()
         cold_start_s = first_page(session, server)
         dependencies = session.get(f"{server.base}/_dash-dependencies", timeout=30).json()
@@ -309,7 +319,8 @@ def measure_gunicorn(args: argparse.Namespace, workdir: Path) -> dict:
     env = server_env(port, workdir / "cache-gunicorn", workers=args.workers)
     command = [sys.executable, "-m", "gunicorn", "app:server", "-c", "gunicorn.conf.py"]
     logger.info("starting gunicorn with %d workers on port %d", args.workers, port)
-    with running_server(command, port, env, workdir / "gunicorn.log") as server:
+    log_path = workdir / "gunicorn.log"
+    with running_server(command, port, env, log_path, args.start_timeout) as server:
         cold_start_s = first_page(requests.Session(), server)
         load = run_load_test(server.base, args)
     return {"gunicorn_cold_start_s": round(cold_start_s, 3), "load": load}
