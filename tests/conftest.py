@@ -4,8 +4,13 @@ dash[testing] 4.4 has no Selenium Manager, so chromedriver must be on PATH; the 
 Debian's Chromium. The flags keep the headless browser off the network and the GPU. Without
 Chromium or chromedriver the browser tests are skipped, unless CIRCUIT_SPARSITY_REQUIRE_BROWSER=1
 (set by .ci/run) asks for them to fail instead.
+
+Tests marked `redis` start their own redis-server. Without redis-server on PATH or the `redis`
+package they are skipped, unless CIRCUIT_SPARSITY_REQUIRE_SERVICES=1 (set by .ci/run) asks for
+them to fail instead.
 """
 
+import importlib.util
 import os
 import shutil
 
@@ -46,11 +51,25 @@ def browser_missing() -> str | None:
     return None
 
 
+def redis_missing() -> str | None:
+    """Why the Redis tests cannot run here, or None when they can."""
+    if shutil.which("redis-server") is None:
+        return "redis-server not on PATH (Debian: apt-get install redis-server)"
+    if importlib.util.find_spec("redis") is None:
+        return "the redis package is not installed (pip install -e '.[test]')"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = browser_missing()
-    if reason is None or os.environ.get("CIRCUIT_SPARSITY_REQUIRE_BROWSER") == "1":
-        return
-    skip = pytest.mark.skip(reason=f"browser tests need Chromium: {reason}")
-    for item in items:
-        if "browser" in item.keywords:
-            item.add_marker(skip)
+    # (marker, what the tests need, why it is missing or None, variable that forbids the skip)
+    needs = (
+        ("browser", "Chromium", browser_missing(), "CIRCUIT_SPARSITY_REQUIRE_BROWSER"),
+        ("redis", "redis-server", redis_missing(), "CIRCUIT_SPARSITY_REQUIRE_SERVICES"),
+    )
+    for marker, service, reason, require_variable in needs:
+        if reason is None or os.environ.get(require_variable) == "1":
+            continue
+        skip = pytest.mark.skip(reason=f"{marker} tests need {service}: {reason}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
