@@ -154,7 +154,7 @@ def _read_int_env(name: str) -> int | None:
         ) from None
 
 
-def launch_ranks() -> tuple[int, int, int]:
+def ranks_from_environment() -> tuple[int, int, int]:
     """Return (rank, local_rank, world_size) from the torchrun environment, (0, 0, 1) outside it.
 
     An already initialised default process group takes precedence over the environment.
@@ -204,7 +204,7 @@ def process_group(device_type: str = "cpu") -> Iterator[DistributedContext]:
     block runs as a single process. A default process group that the caller has already
     initialised is used as it is and left open.
     """
-    rank, local_rank, world_size = launch_ranks()
+    rank, local_rank, world_size = ranks_from_environment()
     device = _device_for(device_type, local_rank)
     context = DistributedContext(rank, local_rank, world_size, device)
     if world_size == 1 or dist.is_initialized():

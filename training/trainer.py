@@ -259,7 +259,7 @@ def train(run: RunConfig, encoding, resume: bool = False) -> Path:
     Under torchrun every process calls this. ``run.train.batch_size`` is the global batch, and
     rank 0 alone writes progress.json, checkpoints and the model folder.
     """
-    _, _, world_size = distributed.launch_ranks()
+    _, _, world_size = distributed.ranks_from_environment()
     distributed.local_batch_size(run.train.batch_size, world_size)  # raise before joining the group
     with distributed.process_group(run.train.device) as context:
         return _train_in_group(run, encoding, resume, context)
