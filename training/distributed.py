@@ -211,6 +211,7 @@ def process_group(device_type: str = "cpu") -> Iterator[DistributedContext]:
         yield context
         return
 
+    # NOTE: only the gloo (CPU) path has been run. The nccl path, one GPU per local rank, is untested.
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
