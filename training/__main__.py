@@ -1,9 +1,14 @@
-"""Command line: ``python -m training {bpe,train,eval-tasks} ...``."""
+"""Command line: ``python -m training {bpe,train,eval-tasks} ...``.
+
+``train`` also runs under ``torchrun --nproc_per_node=N -m training train PRESET``, with N processes
+on each machine and several machines joined by ``--nnodes`` and ``--rdzv_endpoint``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -103,12 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level_name: str) -> None:
+    """Log to stderr at ``level_name``. Under torchrun, ranks other than 0 log warnings and errors
+    only, and each line names its rank."""
+    level = logging.getLevelName(level_name.upper())
+    if not isinstance(level, int):
+        raise SystemExit(f"--log-level {level_name!r} is not a logging level; use INFO or DEBUG")
+    line_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        rank = os.environ.get("RANK", "?")
+        line_format = f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s"
+        if rank != "0":
+            level = max(level, logging.WARNING)
+    logging.basicConfig(level=level, format=line_format)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen subcommand."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level)
     commands = {"bpe": _run_bpe, "train": _run_train, "eval-tasks": _run_eval_tasks}
     commands[args.command](args)
 

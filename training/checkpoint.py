@@ -67,17 +67,22 @@ def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> Non
         raise ValueError(f"cannot resume: schedule settings {changed} differ from the checkpoint")
 
 
+def model_folder(out_dir: Path, name: str) -> Path:
+    """Return the store folder of a run's finished model."""
+    return out_dir / "models" / name
+
+
 def write_model(
     out_dir: Path, name: str, run: RunConfig, state_dict: dict[str, torch.Tensor]
 ) -> Path:
     """Write ``beeg_config.json`` and ``final_model.pt`` under ``<out_dir>/models/<name>/``."""
-    folder = out_dir / "models" / name
+    folder = model_folder(out_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     config = run.model.to_dict()
     (folder / "beeg_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     weights = {
-        key: value.detach().to(torch.float32).contiguous().clone()
+        key: value.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
         for key, value in state_dict.items()
     }
     partial = folder / "final_model.pt.tmp"

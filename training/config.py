@@ -32,7 +32,7 @@ class TrainConfig:
         "runs"  # resumable checkpoints go to <checkpoint_dir>/<name>/ (git-ignored)
     )
     seed: int = 0
-    batch_size: int = 16  # sequences of block_size tokens per step
+    batch_size: int = 16  # sequences of block_size tokens per step, summed over torchrun processes
     max_steps: int = 1000
     # Wall-time budget in seconds of training steps (evaluations excluded). When set, the schedules
     # advance by max(step / max_steps, elapsed / budget) and training stops when either reaches 1,
@@ -51,7 +51,8 @@ class TrainConfig:
     target_density: float = 1.0  # fraction of each sparse tensor's entries kept at the end
     anneal_frac: float = 0.5  # fraction of the steps over which density falls from 1 to target
     min_per_row: int = 4  # entries every row of a 2-D weight keeps
-    num_threads: int = 2  # torch CPU threads
+    num_threads: int = 2  # torch CPU threads (per process under torchrun)
+    device: str = "cpu"  # "cpu" or "cuda"; under torchrun each process uses GPU LOCAL_RANK
     progress_bar: bool = True
     # Model folder (beeg_config.json + final_model.pt) whose weights start the run, e.g. to continue
     # a finished run with a new schedule; its config must equal [model].
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"anneal_frac must be in [0, 1], got {self.anneal_frac}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f'device must be "cpu" or "cuda", got {self.device!r}')
         for name in ("batch_size", "max_steps", "eval_interval", "checkpoint_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")

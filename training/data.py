@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +19,7 @@ import tiktoken
 import torch
 
 from registry import corpus
+from training.distributed import SINGLE_PROCESS, DistributedContext
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,8 @@ def load_split_tokens(
     started = time.perf_counter()
     tokens = corpus.token_array(encoding, files)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_suffix(".tmp.npy")
+    # A name of its own per process, because under torchrun several processes may encode at once.
+    partial = cache_dir / f"{cache_path.stem}.{socket.gethostname()}-{os.getpid()}.tmp.npy"
     np.save(partial, tokens)
     partial.replace(cache_path)
     logger.info(
@@ -61,12 +65,21 @@ def load_split_tokens(
 
 
 def sample_batch(
-    tokens: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
+    tokens: torch.Tensor,
+    batch_size: int,
+    block_size: int,
+    generator: torch.Generator,
+    context: DistributedContext = SINGLE_PROCESS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``batch_size`` random windows; return inputs and next-token targets, (batch, pos)."""
+    """Draw ``batch_size`` random windows; return inputs and next-token targets, (batch, pos).
+
+    Every rank draws the whole global batch, so the generator advances alike on all of them, and
+    returns its own slice of ``batch_size / world_size`` windows.
+    """
     if len(tokens) <= block_size + 1:
         raise ValueError(f"{len(tokens)} tokens are too few for windows of block_size {block_size}")
     starts = torch.randint(0, len(tokens) - block_size - 1, (batch_size,), generator=generator)
+    starts = context.shard(starts)
     offsets = torch.arange(block_size + 1)
     windows = tokens[starts.unsqueeze(1) + offsets].long()  # (batch, block_size + 1)
     return windows[:, :-1], windows[:, 1:]

@@ -34,17 +34,23 @@ def l0_counts(sparse_params: dict[str, nn.Parameter]) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def alive_neurons(model: GPT, inputs: torch.Tensor) -> dict[str, int]:
-    """Count, per layer, the MLP neurons whose activation is nonzero on at least one input token."""
+def fired_neurons(model: GPT, inputs: torch.Tensor) -> torch.Tensor:
+    """Return a bool tensor (n_layer, d_mlp): whether each MLP neuron is nonzero on any input token."""
     was_training = model.training
     model.eval()
     with hook_recorder(regex=r"\d+\.mlp\.post_act") as records:
         model(inputs)
     model.train(was_training)
 
-    counts = {}
+    fired = []
     for layer in range(model.config.n_layer):
         post_act = records[f"{layer}.mlp.post_act"]  # (batch, pos, d_mlp)
-        fired = (post_act != 0).reshape(-1, post_act.shape[-1]).any(dim=0)
-        counts[f"num_alive_neurons/c_fc/layer_{layer}"] = int(fired.sum())
-    return counts
+        fired.append((post_act != 0).reshape(-1, post_act.shape[-1]).any(dim=0))
+    return torch.stack(fired)
+
+
+def alive_counts(fired: torch.Tensor) -> dict[str, int]:
+    """Return the progress.json entries that count the fired MLP neurons of each layer."""
+    return {
+        f"num_alive_neurons/c_fc/layer_{layer}": int(row.sum()) for layer, row in enumerate(fired)
+    }

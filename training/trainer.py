@@ -11,6 +11,10 @@ Each step:
 
 Every ``eval_interval`` steps one line goes to ``progress.json``; every ``checkpoint_interval`` steps
 a resumable checkpoint is written. At the end the model goes to the store layout.
+
+Under ``torchrun`` every process runs this loop on its slice of each global batch, with the
+gradients averaged by DistributedDataParallel, and rank 0 alone writes files
+(``training.distributed``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +39,9 @@ from inference.loading import (
     read_config,
     read_state_dict,
 )
-from training import checkpoint, data, metrics
+from training import checkpoint, data, distributed, metrics
 from training.config import RunConfig
+from training.distributed import SINGLE_PROCESS, DistributedContext
 from training.schedule import density_at, lr_at
 from training.sparsity import project_to_density, sparse_parameters
 
@@ -50,8 +56,16 @@ class TrainState:
     optimizer: torch.optim.AdamW
     generator: torch.Generator
     step: int = 0  # optimizer steps done
-    tokens: int = 0
+    tokens: int = 0  # tokens trained on, summed over all ranks
     elapsed_s: float = 0.0
+    context: DistributedContext = SINGLE_PROCESS
+    # The DistributedDataParallel wrapper of ``model`` under torchrun, else None.
+    ddp_model: nn.Module | None = None
+
+    @property
+    def forward_model(self) -> nn.Module:
+        """The module that training forwards run through, so that DDP can average the gradients."""
+        return self.model if self.ddp_model is None else self.ddp_model
 
 
 def build_optimizer(model: nn.Module, run: RunConfig) -> torch.optim.AdamW:
@@ -75,8 +89,8 @@ def clip_grad_rms(params: list[nn.Parameter], max_rms: float) -> float:
     return float(norm) / math.sqrt(n_entries)
 
 
-def load_initial_weights(model: GPT, run: RunConfig, folder: Path) -> None:
-    """Copy the weights of a finished model folder into ``model``; its config must equal the run's."""
+def read_initial_weights(run: RunConfig, folder: Path) -> dict[str, torch.Tensor]:
+    """Read the weights of a finished model folder; its config must equal the run's."""
     saved_config = read_config(folder / CONFIG_FILE)
     if saved_config.to_dict() != run.model.to_dict():
         changed = sorted(
@@ -85,27 +99,34 @@ def load_initial_weights(model: GPT, run: RunConfig, folder: Path) -> None:
             if saved_config.to_dict().get(key) != value
         )
         raise ValueError(f"init_from {folder}: model config differs from [model] in {changed}")
-    state = read_state_dict(folder / WEIGHTS_FILE, mmap=False)
-    load_state_dict_strict(model, state, source=str(folder / WEIGHTS_FILE))
-    logger.info("initialised weights from %s", folder)
+    return read_state_dict(folder / WEIGHTS_FILE, mmap=False)
 
 
-def init_state(run: RunConfig) -> TrainState:
-    """Build a freshly initialised model, optimizer and data generator from the run's seed."""
+def init_state(run: RunConfig, context: DistributedContext = SINGLE_PROCESS) -> TrainState:
+    """Build a freshly initialised model, optimizer and data generator from the run's seed.
+
+    Under torchrun only rank 0 reads ``init_from``, and sends the weights to the other ranks.
+    """
     torch.manual_seed(run.train.seed)
     model = GPT(run.model)
     if run.train.init_from is not None:
-        load_initial_weights(model, run, Path(run.train.init_from))
+        folder = Path(run.train.init_from)
+        weights = context.call_on_main(lambda: read_initial_weights(run, folder))
+        load_state_dict_strict(model, weights, source=str(folder / WEIGHTS_FILE))
+        logger.info("initialised weights from %s", folder)
+    model.to(context.device)
     optimizer = build_optimizer(model, run)
     generator = torch.Generator().manual_seed(run.train.seed)
-    return TrainState(model=model, optimizer=optimizer, generator=generator)
+    return TrainState(model=model, optimizer=optimizer, generator=generator, context=context)
 
 
-def resume_state(run: RunConfig, folder: Path) -> TrainState:
-    """Rebuild the state saved in the checkpoint folder."""
-    saved = checkpoint.load_checkpoint(folder)
+def resume_state(
+    run: RunConfig, folder: Path, context: DistributedContext = SINGLE_PROCESS
+) -> TrainState:
+    """Rebuild the state saved in the checkpoint folder (read by rank 0 under torchrun)."""
+    saved = context.call_on_main(lambda: checkpoint.load_checkpoint(folder))
     checkpoint.check_resume_config(saved["run_config"], run)
-    state = init_state(run)
+    state = init_state(run, context)
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.generator.set_state(saved["generator"])
@@ -116,7 +137,9 @@ def resume_state(run: RunConfig, folder: Path) -> TrainState:
 
 
 def save_state(state: TrainState, run: RunConfig, folder: Path) -> None:
-    """Write a resumable checkpoint of the state."""
+    """Write a resumable checkpoint of the state (on rank 0 only, since all ranks hold the same)."""
+    if not state.context.is_main:
+        return
     payload = {
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
@@ -155,10 +178,14 @@ def train_step(state: TrainState, run: RunConfig, train_tokens: torch.Tensor, sp
         group["lr"] = lr
 
     inputs, targets = data.sample_batch(
-        train_tokens, train.batch_size, run.model.block_size, state.generator
+        train_tokens, train.batch_size, run.model.block_size, state.generator, state.context
     )
-    _, loss, _ = state.model(inputs, targets)
-    loss.backward()
+    device = state.context.device
+    # NOTE: every rank seeds the global RNG alike, so with model.dropout > 0 the ranks draw the same
+    # dropout masks for different sequences and the run differs from a single-process one. The
+    # presets use dropout 0.
+    _, loss, _ = state.forward_model(inputs.to(device), targets.to(device))
+    loss.backward()  # under DDP this also averages the gradients over the ranks
     loss = loss.detach()
     grad_rms = clip_grad_rms(list(state.model.parameters()), train.grad_rms_clip)
     state.optimizer.step()
@@ -166,34 +193,50 @@ def train_step(state: TrainState, run: RunConfig, train_tokens: torch.Tensor, sp
     project_to_density(sparse, density, train.min_per_row)
 
     state.step += 1
-    state.tokens += inputs.numel()
+    state.tokens += train.batch_size * run.model.block_size
+    # The loss is this rank's, but grad_rms is that of the global batch.
     return {"loss": loss.item(), "lr": lr, "density": density, "grad_rms": grad_rms}
 
 
 def evaluation_record(
     state: TrainState, sparse: dict, eval_batches: list, train_losses: list[float], last: dict
 ) -> dict[str, Any]:
-    """Build one progress.json line: schedule values, losses, L0 and alive neurons."""
+    """Build one progress.json line: schedule values, losses, L0 and alive neurons.
+
+    Under torchrun each rank evaluates its slice of ``eval_batches`` and the losses and alive
+    neurons are reduced over the ranks, so every rank returns the same record.
+    """
+    context = state.context
+    distributed.check_replicas_identical(state.model.state_dict().items(), context)
     l0, l0_non_embed = metrics.l0_counts(sparse)
     record = {
         "step": state.step,
         "tokens": state.tokens,
         "lr": last["lr"],
         "density": last["density"],
-        "train_xent": sum(train_losses) / len(train_losses),
-        "test_xent": metrics.mean_loss(state.model, eval_batches),
+        "train_xent": context.mean(sum(train_losses) / len(train_losses)),
+        "test_xent": context.mean(metrics.mean_loss(state.model, eval_batches)),
         "L0": l0,
         "L0_non_embed": l0_non_embed,
     }
-    record.update(metrics.alive_neurons(state.model, eval_batches[0][0]))
+    fired = context.any_rank(metrics.fired_neurons(state.model, eval_batches[0][0]))
+    record.update(metrics.alive_counts(fired))
     record["elapsed_s"] = round(state.elapsed_s, 1)
     return record
 
 
-def load_tokens(run: RunConfig, encoding) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the train and validation token tensors of the run's corpus."""
+def load_tokens(
+    run: RunConfig, encoding, context: DistributedContext = SINGLE_PROCESS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the train and validation token tensors of the run's corpus.
+
+    Under torchrun the first process on each machine encodes and caches the corpus while the
+    others wait, and then they read its cache.
+    """
     train = run.train
     cache_dir = Path(train.checkpoint_dir) / "token_cache"
+    if context.local_rank != 0:
+        context.barrier()
     splits = []
     for split in ("train", "validation"):
         array = data.load_split_tokens(
@@ -205,35 +248,72 @@ def load_tokens(run: RunConfig, encoding) -> tuple[torch.Tensor, torch.Tensor]:
             validation_fraction=train.validation_fraction,
         )
         splits.append(torch.from_numpy(array.astype("int64")))
+    if context.local_rank == 0:
+        context.barrier()
     return splits[0], splits[1]
 
 
 def train(run: RunConfig, encoding, resume: bool = False) -> Path:
-    """Train a model per ``run`` and write it to the store; return the model folder."""
+    """Train a model per ``run`` and write it to the store; return the model folder.
+
+    Under torchrun every process calls this. ``run.train.batch_size`` is the global batch, and
+    rank 0 alone writes progress.json, checkpoints and the model folder.
+    """
+    _, _, world_size = distributed.ranks_from_environment()
+    distributed.local_batch_size(run.train.batch_size, world_size)  # raise before joining the group
+    with distributed.process_group(run.train.device) as context:
+        return _train_in_group(run, encoding, resume, context)
+
+
+def _train_in_group(run: RunConfig, encoding, resume: bool, context: DistributedContext) -> Path:
     train = run.train
     torch.set_num_threads(train.num_threads)
+    _warn_if_oversubscribed(train.num_threads, context)
     out_dir = Path(train.out_dir)
     folder = Path(train.checkpoint_dir) / train.name
     progress = checkpoint.progress_path(out_dir, train.name)
 
-    train_tokens, val_tokens = load_tokens(run, encoding)
-    eval_batches = data.fixed_eval_batches(
-        val_tokens, train.eval_batches, train.batch_size, run.model.block_size, train.seed
-    )
-    state = resume_state(run, folder) if resume else init_state(run)
-    checkpoint.truncate_progress(progress, state.step)
+    train_tokens, val_tokens = load_tokens(run, encoding, context)
+    eval_batches = [
+        (context.shard(inputs).to(context.device), context.shard(targets).to(context.device))
+        for inputs, targets in data.fixed_eval_batches(
+            val_tokens, train.eval_batches, train.batch_size, run.model.block_size, train.seed
+        )
+    ]
+    state = resume_state(run, folder, context) if resume else init_state(run, context)
+    state.ddp_model = distributed.wrap_model(state.model, context)
+    if context.is_main:
+        checkpoint.truncate_progress(progress, state.step)
     sparse = sparse_parameters(state.model)
     logger.info(
-        "training %s: %d steps x %d tokens, %d sparse tensors, target density %g",
+        "training %s: %d steps x %d tokens on %d processes, %d sparse tensors, target density %g",
         train.name,
         train.max_steps,
         train.batch_size * run.model.block_size,
+        context.world_size,
         len(sparse),
         train.target_density,
     )
 
     _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
+    if not context.is_main:
+        return checkpoint.model_folder(out_dir, train.name)
     return checkpoint.write_model(out_dir, train.name, run, state.model.state_dict())
+
+
+def _warn_if_oversubscribed(num_threads: int, context: DistributedContext) -> None:
+    """Warn when the processes on this machine ask for more threads than it has cores."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = os.cpu_count() or 1
+    if context.local_rank == 0 and num_threads * local_processes > cores:
+        logger.warning(
+            "%d processes x train.num_threads %d exceed the %d CPU cores of this machine; "
+            "set train.num_threads=%d",
+            local_processes,
+            num_threads,
+            cores,
+            max(1, cores // local_processes),
+        )
 
 
 def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder) -> None:
@@ -244,7 +324,7 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
         initial=state.tokens,
         unit="tok",
         unit_scale=True,
-        disable=not train.progress_bar,
+        disable=not (train.progress_bar and state.context.is_main),
     )
     state.model.train()
     train_losses: list[float] = []
@@ -252,6 +332,9 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
         started = time.perf_counter()
         last = train_step(state, run, train_tokens, sparse)
         state.elapsed_s += time.perf_counter() - started
+        if train.time_budget_s is not None:
+            # The schedules and the stop depend on the time used, so all ranks take rank 0's.
+            state.elapsed_s = state.context.broadcast(state.elapsed_s)
         train_losses.append(last["loss"])
         bar.update(tokens_per_step)
         bar.set_postfix(loss=f"{last['loss']:.3f}", density=f"{last['density']:.3f}")
@@ -259,18 +342,10 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
         done = is_finished(state, run)
         if state.step % train.eval_interval == 0 or done:
             record = evaluation_record(state, sparse, eval_batches, train_losses, last)
-            checkpoint.append_progress(progress, record)
-            logger.info(
-                "step %d: train_xent %.4f test_xent %.4f density %.4f lr %.2e L0 %d, %.0f tokens/s",
-                state.step,
-                record["train_xent"],
-                record["test_xent"],
-                record["density"],
-                record["lr"],
-                record["L0"],
-                state.tokens / max(state.elapsed_s, 1e-9),
-            )
             train_losses = []
+            if state.context.is_main:
+                checkpoint.append_progress(progress, record)
+                _log_progress(record, state)
         if state.step % train.checkpoint_interval == 0 or done:
             save_state(state, run, folder)
     bar.close()
@@ -281,3 +356,16 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
             state.step,
             train.max_steps,
         )
+
+
+def _log_progress(record: dict[str, Any], state: TrainState) -> None:
+    logger.info(
+        "step %d: train_xent %.4f test_xent %.4f density %.4f lr %.2e L0 %d, %.0f tokens/s",
+        state.step,
+        record["train_xent"],
+        record["test_xent"],
+        record["density"],
+        record["lr"],
+        record["L0"],
+        state.tokens / max(state.elapsed_s, 1e-9),
+    )
