@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from inference.circuit import apply_circuit, circuit_masks, node_locations
 from inference.hook_utils import hook_recorder
-from pruning.data import PairBatch, answer_logits, make_batch, sequence_losses
+from pruning.data import PairBatch, make_batch, pair_logits, sequence_losses
 from pruning.masks import gated_interventions
 from pruning.search import circuit_loss
 from pruning.train import RECORD_NOTHING, frozen, gated_task_loss
@@ -57,8 +57,8 @@ def node_ablation_losses(
         }
         repeated = _repeat_batch(batch, len(part))
         with hook_recorder(regex=RECORD_NOTHING, interventions=gated_interventions(gates, means)):
-            logits = model(repeated.tokens)[0]
-        per_sequence = sequence_losses(answer_logits(logits, repeated), repeated, scale, shift)
+            logits = pair_logits(model, repeated)
+        per_sequence = sequence_losses(logits, repeated, scale, shift)
         losses.extend(per_sequence.view(len(part), n_sequences).mean(dim=1).tolist())
 
     result: dict[str, list[float]] = {loc: [] for loc in node_locations(config)}
