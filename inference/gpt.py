@@ -284,18 +284,43 @@ class GPT(nn.Module):
                 "encode the text with this model's tokenizer"
             )
 
+    @staticmethod
+    def _check_logit_positions(
+        idx: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor | None
+    ) -> None:
+        if targets is not None:
+            raise ValueError("pass either targets or logit_positions, not both")
+        B, T = idx.shape
+        if positions.shape != (B,) or positions.is_floating_point():
+            raise ValueError(
+                f"logit_positions must be a ({B},) integer tensor, one position per sequence; "
+                f"got shape {tuple(positions.shape)} and dtype {positions.dtype}"
+            )
+        if B and (int(positions.min()) < 0 or int(positions.max()) >= T):
+            raise ValueError(
+                f"logit_positions must lie in [0, {T}), the sequence length; "
+                f"got values from {int(positions.min())} to {int(positions.max())}"
+            )
+
     def forward(
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         include_resid_mid: bool = False,
+        logit_positions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Return (logits (B, T, vocab_size), loss, hidden states at each block input).
 
         `loss` is the mean cross-entropy over targets != -1, or a zero tensor without targets. With
         `include_resid_mid`, the hidden states also hold each block's resid_mid.
+
+        `logit_positions` ((B,) integer tensor) unembeds only one position per sequence, and the
+        logits then have shape (B, vocab_size). Callers that read one answer per sequence, such as
+        the pruner, skip most of the unembedding and bigram-table work this way.
         """
         self.check_input(idx)
+        if logit_positions is not None:
+            self._check_logit_positions(idx, logit_positions, targets)
         T = idx.size(1)
         tok_emb = self.transformer.wte(idx)  # (B, T, d_model)
         pos_emb = self.transformer.wpe.weight[:T].unsqueeze(0)  # (1, T, d_model or d_pos_emb)
@@ -316,6 +341,11 @@ class GPT(nn.Module):
                 x = block.forward_mlp_block(x, pos)
 
         x = hook_save("final_resid", x)
+        if logit_positions is not None:
+            rows = torch.arange(idx.size(0), device=idx.device)
+            positions = logit_positions.to(idx.device)
+            x = x[rows, positions]  # (B, d_model)
+            idx = idx[rows, positions]  # (B,): the token whose bigram row is added
         logits = self.lm_head(self.transformer.ln_f(x)) + self.final_logits_bias
         if self.bigram_table is not None:
             logits = logits + F.embedding(idx, self.bigram_table).to(logits.dtype)

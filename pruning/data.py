@@ -18,6 +18,10 @@ import torch.nn.functional as F
 
 from registry.tasks import Datapoint
 
+# Group size of `bucketed_pair_logits`: large enough that a forward pass is not dominated by
+# per-call overhead, small enough that the groups' lengths differ.
+SEQUENCES_PER_BUCKET = 64
+
 
 @dataclass
 class PairBatch:
@@ -31,6 +35,18 @@ class PairBatch:
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    def select(self, rows: torch.Tensor | slice) -> PairBatch:
+        """Return the sequences at `rows`, with padding cut to the longest of them."""
+        lengths = self.lengths[rows]
+        width = int(lengths.max()) if lengths.numel() else 0
+        return PairBatch(
+            tokens=self.tokens[rows, :width],
+            lengths=lengths,
+            target=self.target[rows],
+            alt=self.alt[rows],
+            is_patch=self.is_patch[rows],
+        )
 
 
 def make_batch(datapoints: Sequence[Datapoint], block_size: int) -> PairBatch:
@@ -62,12 +78,33 @@ def make_batch(datapoints: Sequence[Datapoint], block_size: int) -> PairBatch:
     )
 
 
-def answer_logits(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
-    """Return (2B, 2) logits of [target, alt] at each sequence's last real position."""
-    rows = torch.arange(len(batch), device=logits.device)
-    last = logits[rows, batch.lengths.to(logits.device) - 1]  # (2B, vocab_size)
-    pair = torch.stack([batch.target, batch.alt], dim=1).to(logits.device)
+def pair_logits(model, batch: PairBatch) -> torch.Tensor:
+    """Run `model` on the batch; return (2B, 2) [target, alt] logits at each last real position.
+
+    Only that position is unembedded, so the cost of the vocabulary-wide logits does not grow
+    with the padded length.
+    """
+    last = model(batch.tokens, logit_positions=batch.lengths - 1)[0]  # (2B, vocab_size)
+    pair = torch.stack([batch.target, batch.alt], dim=1).to(last.device)
     return last.gather(1, pair)
+
+
+def bucketed_pair_logits(model, batch: PairBatch) -> torch.Tensor:
+    """Return `pair_logits` of the batch, run in groups of similar length to skip most padding.
+
+    Rows are sorted by length and split into groups of about `SEQUENCES_PER_BUCKET`, each
+    padded only to its own longest sequence. Causal attention keeps padding out of every
+    real position, so the logits equal one padded run's up to float rounding. Interventions
+    must act on every row alike: a per-sequence gate would meet the wrong rows here.
+    """
+    n_buckets = max(1, round(len(batch) / SEQUENCES_PER_BUCKET))
+    if n_buckets == 1:
+        return pair_logits(model, batch)
+    order = torch.argsort(batch.lengths, stable=True)
+    parts = [pair_logits(model, batch.select(rows)) for rows in order.tensor_split(n_buckets)]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    return torch.cat(parts)[inverse]
 
 
 def sequence_losses(

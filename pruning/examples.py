@@ -7,6 +7,12 @@ band the lowest f. Up to `EXAMPLES_PER_BAND` positions are drawn at evenly
 spaced ranks within each band. An example is (tokens, activations, position):
 the window cut to `CONTEXT_BEFORE` tokens before and `CONTEXT_AFTER` after the
 position, and the position's index in that cut.
+
+Examples are stored compactly, because a circuit file holds up to 40 of them
+per node for up to `max_detailed_nodes` nodes. Every example's tokens are a view
+of one flat copy of the windows (int16 when the vocabulary fits), and its
+activations a view of one shared float16 buffer. torch.save writes each buffer
+once, and the views load back with weights_only=True.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from collections.abc import Mapping
 import torch
 
 from inference.hook_utils import hook_recorder
+from pruning.vizdata import token_storage_dtype, value_storage_dtype
 
 FRACTIONS = (0.001, 0.01, 0.1, 0.5)
 EXAMPLES_PER_BAND = 5
-CONTEXT_BEFORE = 32
+# The web app shows 24 tokens on each side of an example's position, so more context is not stored.
+CONTEXT_BEFORE = 24
 CONTEXT_AFTER = 8
 WINDOWS_PER_FORWARD = 32
 
@@ -32,27 +40,32 @@ def _band_ranks(n_positions: int, fraction: float) -> list[int]:
     return sorted({round(i * (band - 1) / max(1, count - 1)) for i in range(count)})
 
 
-def _example(windows, activations, flat_index: int) -> tuple:
-    window_len = windows.shape[1]
-    row, position = divmod(flat_index, window_len)
-    start = max(0, position - CONTEXT_BEFORE)
-    end = min(window_len, position + CONTEXT_AFTER + 1)
-    tokens = windows[row, start:end].to(torch.int32)
-    values = activations[row, start:end].float()
-    return (tokens, values, position - start)
+def _record_kept(model, circuit, locations, windows) -> dict[str, torch.Tensor]:
+    """Return location -> (n_windows * window_len, n_kept) activations of the kept nodes."""
+    pattern = "|".join(re.escape(loc) for loc in locations)
+    parts: dict[str, list[torch.Tensor]] = {loc: [] for loc in locations}
+    for start in range(0, len(windows), WINDOWS_PER_FORWARD):
+        batch = windows[start : start + WINDOWS_PER_FORWARD]
+        with hook_recorder(regex=pattern) as records:
+            # Only the activations matter, so unembed one position instead of all of them.
+            model(batch, logit_positions=torch.zeros(len(batch), dtype=torch.long))
+        for loc in locations:
+            parts[loc].append(records[loc][:, :, circuit[loc]])  # (batch, T, n_kept)
+    return {loc: torch.cat(parts[loc]).flatten(0, 1) for loc in locations}  # (N * T, n_kept)
 
 
-def _node_examples(windows: torch.Tensor, activations: torch.Tensor) -> dict:
-    """Return fraction -> [bottom examples, top examples] for one node's (N, T) activations."""
-    order = torch.argsort(activations.flatten(), descending=True, stable=True)
-    n_positions = order.numel()
-    bands = {}
-    for fraction in FRACTIONS:
-        ranks = _band_ranks(n_positions, fraction)
-        top = [_example(windows, activations, int(order[r])) for r in ranks]
-        bottom = [_example(windows, activations, int(order[n_positions - 1 - r])) for r in ranks]
-        bands[fraction] = [bottom, top]
-    return bands
+def _picked_positions(activations: torch.Tensor) -> tuple[list[list[int]], list[list[int]]]:
+    """Return, per node column, the flat positions at the top and the bottom band ranks.
+
+    Ranks are concatenated in `FRACTIONS` order. One batched sort ranks every node at once;
+    ties keep the lower position first.
+    """
+    n_positions = activations.shape[0]
+    ranks = torch.tensor([r for f in FRACTIONS for r in _band_ranks(n_positions, f)])
+    order = torch.sort(activations.T, dim=1, descending=True, stable=True).indices  # (n_kept, P)
+    top = order[:, ranks]
+    bottom = order[:, n_positions - 1 - ranks]
+    return top.tolist(), bottom.tolist()
 
 
 @torch.no_grad()
@@ -61,47 +74,61 @@ def activation_examples(model, circuit: Mapping[str, torch.Tensor], windows: tor
     locations = [loc for loc, ids in circuit.items() if len(ids)]
     if not locations:
         return {}
-    pattern = "|".join(re.escape(loc) for loc in locations)
-    kept: dict[str, list[torch.Tensor]] = {loc: [] for loc in locations}
-    for start in range(0, len(windows), WINDOWS_PER_FORWARD):
-        with hook_recorder(regex=pattern) as records:
-            model(windows[start : start + WINDOWS_PER_FORWARD])
-        for loc in locations:
-            kept[loc].append(records[loc][:, :, circuit[loc]])  # (batch, T, n_kept)
+    recorded = _record_kept(model, circuit, locations, windows)
+    window_len = windows.shape[1]
+    token_buffer = windows.flatten().to(token_storage_dtype(model.config.vocab_size))
+    band_sizes = [len(_band_ranks(token_buffer.numel(), f)) for f in FRACTIONS]
 
-    samples = {}
+    # Each example as (tokens view, index into value_pieces, position) until _join_values.
+    samples: dict = {}
+    value_pieces: list[torch.Tensor] = []
     for loc in locations:
-        activations = torch.cat(kept[loc])  # (N, T, n_kept)
-        samples[loc] = {
-            int(node): _node_examples(windows, activations[:, :, column])
-            for column, node in enumerate(circuit[loc])
-        }
-    _share_storage(samples)
+        activations = recorded[loc]
+        top, bottom = _picked_positions(activations)
+        samples[loc] = {}
+        for column, node in enumerate(circuit[loc].tolist()):
+            values = activations[:, column]
+            piece_of_position: dict[int, int] = {}  # the top rank recurs in every band
+            sides = []
+            for flat_positions in (bottom[column], top[column]):
+                side = []
+                for flat in flat_positions:
+                    row, position = divmod(flat, window_len)
+                    start = row * window_len + max(0, position - CONTEXT_BEFORE)
+                    end = row * window_len + min(window_len, position + CONTEXT_AFTER + 1)
+                    if flat not in piece_of_position:
+                        piece_of_position[flat] = len(value_pieces)
+                        value_pieces.append(values[start:end])
+                    side.append((token_buffer[start:end], piece_of_position[flat], flat - start))
+                sides.append(side)
+            samples[loc][node] = _split_bands(sides, band_sizes)
+    _join_values(samples, value_pieces)
     return samples
 
 
-def _share_storage(samples: dict) -> None:
-    """Make every example's tensors views of two shared buffers, in place.
-
-    torch.save writes each distinct storage as its own archive entry, so tens of
-    thousands of small tensors cost more in overhead than in data. Views of one
-    buffer are saved as one entry and load back as views with weights_only=True.
-    """
-    sides = [
-        side
-        for per_node in samples.values()
-        for bands in per_node.values()
-        for pair in bands.values()
-        for side in pair
-    ]
-    examples = [example for side in sides for example in side]
-    if not examples:
-        return
-    token_buffer = torch.cat([tokens for tokens, _, _ in examples])
-    value_buffer = torch.cat([values for _, values, _ in examples])
+def _split_bands(sides: list[list], band_sizes: list[int]) -> dict:
+    """Split the [bottom, top] example lists, concatenated over fractions, into fraction bands."""
+    bands = {}
     offset = 0
-    for side in sides:
-        for index, (tokens, _, position) in enumerate(side):
-            end = offset + tokens.numel()
-            side[index] = (token_buffer[offset:end], value_buffer[offset:end], position)
-            offset = end
+    for fraction, size in zip(FRACTIONS, band_sizes, strict=True):
+        bands[fraction] = [side[offset : offset + size] for side in sides]
+        offset += size
+    return bands
+
+
+def _join_values(samples: dict, value_pieces: list[torch.Tensor]) -> None:
+    """Replace each example's value index by a view of one joined buffer, in place."""
+    if not value_pieces:
+        return
+    joined = torch.cat(value_pieces)
+    buffer = joined.to(value_storage_dtype(joined))
+    starts = [0]
+    for piece in value_pieces:
+        starts.append(starts[-1] + piece.numel())
+    for per_node in samples.values():
+        for bands in per_node.values():
+            for pair in bands.values():
+                for side in pair:
+                    for index, (tokens, piece, position) in enumerate(side):
+                        values = buffer[starts[piece] : starts[piece + 1]]
+                        side[index] = (tokens, values, position)

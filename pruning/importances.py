@@ -16,10 +16,11 @@ from tqdm.auto import tqdm
 
 from inference.circuit import apply_circuit, circuit_masks, node_locations
 from inference.hook_utils import hook_recorder
-from pruning.data import PairBatch, answer_logits, make_batch, sequence_losses
+from pruning.data import PairBatch, make_batch, pair_logits, sequence_losses
 from pruning.masks import gated_interventions
 from pruning.search import circuit_loss
 from pruning.train import RECORD_NOTHING, frozen, gated_task_loss
+from pruning.vizdata import value_storage_dtype
 
 NODES_PER_FORWARD = 8
 
@@ -57,8 +58,8 @@ def node_ablation_losses(
         }
         repeated = _repeat_batch(batch, len(part))
         with hook_recorder(regex=RECORD_NOTHING, interventions=gated_interventions(gates, means)):
-            logits = model(repeated.tokens)[0]
-        per_sequence = sequence_losses(answer_logits(logits, repeated), repeated, scale, shift)
+            logits = pair_logits(model, repeated)
+        per_sequence = sequence_losses(logits, repeated, scale, shift)
         losses.extend(per_sequence.view(len(part), n_sequences).mean(dim=1).tolist())
 
     result: dict[str, list[float]] = {loc: [] for loc in node_locations(config)}
@@ -116,7 +117,9 @@ def task_sample_activations(
     `tokens` is (N, T) with the N/2 `inputs` first and the N/2 patched sequences
     second, right-padded with 0. `activations` maps location -> node id ->
     (N, T) activations, zero after each sequence's end, of the nodes in `record`
-    (default: every circuit node).
+    (default: every circuit node). They are float16 (float32 if a value would
+    overflow) views of one buffer per location, so a file stores one tensor per
+    location instead of one per node.
     """
     record = circuit if record is None else record
     batch = make_batch(pairs, model.config.block_size)
@@ -125,10 +128,12 @@ def task_sample_activations(
     if locations:
         pattern = "|".join(re.escape(loc) for loc in locations)
         with apply_circuit(model, circuit, means, regex=pattern) as records:
-            model(batch.tokens)
+            pair_logits(model, batch)
         positions = torch.arange(batch.tokens.shape[1])
         valid = positions[None, :] < batch.lengths[:, None]  # (N, T)
         for loc in locations:
-            recorded = records[loc] * valid[:, :, None]
-            activations[loc] = {int(i): recorded[:, :, int(i)].clone() for i in record[loc]}
+            ids = record[loc].tolist()
+            node_values = (records[loc][:, :, ids] * valid[:, :, None]).permute(2, 0, 1)
+            node_values = node_values.contiguous().to(value_storage_dtype(node_values))  # (n, N, T)
+            activations[loc] = {node: node_values[column] for column, node in enumerate(ids)}
     return batch.tokens, activations, batch.lengths

@@ -5,11 +5,16 @@ validation split of the standard-library corpus (`registry.corpus`), averaged
 over every position (one mean per channel). Computing them takes one forward
 pass over those windows, so the result is cached under the download cache
 folder, keyed by the SHA-256 of the model files and of the window tokens.
+
+The windows are cached too, because listing the corpus parses every standard
+library file. Their key is the corpus fingerprint (paths, sizes and modification
+times), the tokenizer's tokens and the window count and length.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -22,6 +27,7 @@ from inference.circuit import mean_activations
 logger = logging.getLogger(__name__)
 
 MEANS_CACHE_SUBDIR = "ablation_means"
+WINDOWS_CACHE_SUBDIR = "validation_windows"
 MEANS_BATCH_SIZE = 32
 
 
@@ -48,6 +54,45 @@ def validation_windows(encoding, n_windows: int, window_len: int) -> torch.Tenso
     return torch.from_numpy(windows.astype(np.int64))
 
 
+def encoding_identity(encoding) -> str:
+    """Return a SHA-256 of a tiktoken encoding's name and the bytes of every token id."""
+    digest = hashlib.sha256(encoding.name.encode())
+    for token_id in range(encoding.n_vocab):
+        try:
+            token = encoding.decode_single_token_bytes(token_id)
+        except KeyError:  # an id that the encoding leaves unassigned
+            token = b""
+        digest.update(len(token).to_bytes(4, "little") + token)
+    return digest.hexdigest()
+
+
+def cached_validation_windows(
+    encoding, n_windows: int, window_len: int, *, cache_root: Path | None = None
+) -> torch.Tensor:
+    """Return `validation_windows(...)`, from the disk cache while the corpus files are unchanged."""
+    from registry import corpus
+
+    key = json.dumps(
+        [
+            corpus.source_fingerprint(),
+            corpus.VALIDATION_FRACTION,
+            encoding_identity(encoding),
+            n_windows,
+            window_len,
+        ]
+    )
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    path = _cache_root(cache_root) / WINDOWS_CACHE_SUBDIR / f"{name}.pt"
+    if path.is_file():
+        logger.info("validation windows: read from cache %s", path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    windows = validation_windows(encoding, n_windows, window_len)
+    _save_atomic(windows, path)
+    logger.info("validation windows: cached at %s", path)
+    return windows
+
+
 def model_file_identity(model_dir: str | os.PathLike) -> str:
     """Return the SHA-256 of a model folder's config and weights files."""
     digest = hashlib.sha256()
@@ -59,13 +104,24 @@ def model_file_identity(model_dir: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _cache_path(identity: str, windows: torch.Tensor, cache_root: Path | None) -> Path:
+def _cache_root(cache_root: Path | None) -> Path:
     if cache_root is None:
         from registry.cache import cache_dir
 
         cache_root = cache_dir()
+    return Path(cache_root)
+
+
+def _save_atomic(value, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(value, temporary)
+    os.replace(temporary, path)
+
+
+def _cache_path(identity: str, windows: torch.Tensor, cache_root: Path | None) -> Path:
     window_digest = hashlib.sha256(windows.numpy().tobytes()).hexdigest()[:16]
-    return Path(cache_root) / MEANS_CACHE_SUBDIR / f"{identity[:32]}-{window_digest}.pt"
+    return _cache_root(cache_root) / MEANS_CACHE_SUBDIR / f"{identity[:32]}-{window_digest}.pt"
 
 
 def compute_means(model: torch.nn.Module, windows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -93,9 +149,6 @@ def cached_means(
         return torch.load(path, map_location="cpu", weights_only=True)
 
     means = compute_means(model, windows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(means, temporary)
-    os.replace(temporary, path)
+    _save_atomic(means, path)
     logger.info("ablation means: computed and cached at %s", path)
     return means

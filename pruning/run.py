@@ -143,7 +143,7 @@ def load_model_for_pruning(
 ) -> LoadedModel:
     """Load a model folder and its (cached) ablation means over validation-corpus windows."""
     from inference.gpt import load_model
-    from pruning.means import cached_means, model_file_identity, validation_windows
+    from pruning.means import cached_means, cached_validation_windows, model_file_identity
     from registry.tokenizer import get_encoding
 
     timings: dict[str, float] = {}
@@ -152,7 +152,7 @@ def load_model_for_pruning(
         encoding = get_encoding(model.config.tokenizer_name)
     with phase("ablation means", timings):
         window_len = min(window_len, model.config.block_size)
-        windows = validation_windows(encoding, n_mean_windows, window_len)
+        windows = cached_validation_windows(encoding, n_mean_windows, window_len)
         means = cached_means(model, windows, identity=model_file_identity(model_dir))
     step = max(1, len(windows) // max(1, n_example_windows))
     example_windows = windows[::step][:n_example_windows] if n_example_windows else None

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from inference.circuit import apply_circuit, location_width, node_locations
-from pruning.data import PairBatch, answer_logits, sequence_losses
+from pruning.data import PairBatch, bucketed_pair_logits, sequence_losses
 
 logger = logging.getLogger(__name__)
 
@@ -58,24 +58,13 @@ def circuit_pair_logits(
     outputs = []
     for start in range(0, len(batch), EVAL_BATCH_SEQUENCES):
         rows = slice(start, start + EVAL_BATCH_SEQUENCES)
-        tokens = batch.tokens[rows]
+        part = batch.select(rows)
         if circuit is None:
-            logits = model(tokens)[0]
+            outputs.append(bucketed_pair_logits(model, part))
         else:
             with apply_circuit(model, circuit, means, invert=invert):
-                logits = model(tokens)[0]
-        outputs.append(answer_logits(logits, _slice_batch(batch, rows)))
+                outputs.append(bucketed_pair_logits(model, part))
     return torch.cat(outputs)
-
-
-def _slice_batch(batch: PairBatch, rows: slice) -> PairBatch:
-    return PairBatch(
-        tokens=batch.tokens[rows],
-        lengths=batch.lengths[rows],
-        target=batch.target[rows],
-        alt=batch.alt[rows],
-        is_patch=batch.is_patch[rows],
-    )
 
 
 def circuit_loss(model, circuit, means, batch: PairBatch, *, invert=False, scale=1.0, shift=0.0):

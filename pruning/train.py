@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from inference.hook_utils import hook_recorder
 from pruning.config import PruneConfig
-from pruning.data import answer_logits, make_batch, sequence_losses
+from pruning.data import bucketed_pair_logits, make_batch, sequence_losses
 from pruning.masks import NodeGates, gated_interventions
 from registry.tasks import Datapoint
 
@@ -60,11 +60,18 @@ def _batch_indices(n_pairs: int, batch_size: int, generator: torch.Generator) ->
 
 
 def gated_task_loss(model, gates: dict, means: dict, batch, scale=1.0, shift=0.0) -> torch.Tensor:
-    """Return the mean per-sequence task loss with every node gated by `gates`."""
+    """Return the mean per-sequence task loss with every node gated by `gates`.
+
+    Each gate has shape (width,), the same for every sequence, because the batch runs in
+    length-sorted groups (`bucketed_pair_logits`).
+    """
+    per_sequence = sorted(loc for loc, gate in gates.items() if gate.dim() != 1)
+    if per_sequence:
+        raise ValueError(f"gates at {per_sequence} must have shape (width,), one gate per node")
     interventions = gated_interventions(gates, means)
     with hook_recorder(regex=RECORD_NOTHING, interventions=interventions):
-        logits = model(batch.tokens)[0]
-    return sequence_losses(answer_logits(logits, batch), batch, scale, shift).mean()
+        logits = bucketed_pair_logits(model, batch)
+    return sequence_losses(logits, batch, scale, shift).mean()
 
 
 def train_gates(

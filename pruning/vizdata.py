@@ -31,11 +31,25 @@ logger = logging.getLogger(__name__)
 VIZ_FILE = "viz_data.pt"
 SWEEP_FILE = "sweep.json"
 K_OPTIM = "k_optim"
+FLOAT16_MAX = 65504.0
 
 
 def stored_loss(per_sequence: float) -> float:
     """Convert a per-sequence task loss to the stored (pair-summed) convention."""
     return 2.0 * float(per_sequence)
+
+
+def token_storage_dtype(vocab_size: int) -> torch.dtype:
+    """Return the smallest signed integer dtype that represents every token id below `vocab_size`."""
+    return torch.int16 if vocab_size <= 2**15 else torch.int32
+
+
+def value_storage_dtype(values: torch.Tensor) -> torch.dtype:
+    """Return float16, or float32 when a value would overflow float16."""
+    if values.numel() and float(values.abs().max()) > FLOAT16_MAX:
+        logger.info("activation values exceed the float16 range; storing them as float32")
+        return torch.float32
+    return torch.float16
 
 
 def count_edges(pair_data: list) -> int:

@@ -171,6 +171,22 @@ def list_files(
     return files
 
 
+def source_fingerprint(
+    extra_dirs: Sequence[str | os.PathLike] = (), include_stdlib: bool = True
+) -> str:
+    """Return a SHA-256 over the relative path, size and modification time of every candidate file.
+
+    It reads no file contents, so it costs a directory walk where ``list_files`` parses every file,
+    and caches of data derived from the corpus can use it as their key. Adding, removing or editing
+    a candidate file changes it.
+    """
+    digest = hashlib.sha256()
+    for relpath, path in _candidate_files(extra_dirs, include_stdlib):
+        stat = path.stat()
+        digest.update(f"{relpath}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def iter_documents(files: Iterable[CorpusFile]) -> Iterator[str]:
     """Yield the text of each file, in order."""
     for corpus_file in files:

@@ -70,3 +70,38 @@ def test_non_learnable_bigram_table_is_a_buffer():
     model = build(enable_bigram_table=True, learnable_bigram_table=False)
     assert "bigram_table" in dict(model.named_buffers())
     assert "bigram_table" not in dict(model.named_parameters())
+
+
+def test_logit_positions_match_full_logits():
+    model = build(enable_bigram_table=True, sink=True, afrac=0.25)
+    with torch.no_grad():
+        model.bigram_table.normal_()  # zero at init, which would hide a wrong bigram row
+    idx = torch.randint(0, 32, (3, 8), generator=torch.Generator().manual_seed(1))
+    positions = torch.tensor([7, 0, 4])
+    with torch.no_grad():
+        full = model(idx)[0]
+        picked = model(idx, logit_positions=positions)[0]
+    assert picked.shape == (3, 32)
+    torch.testing.assert_close(picked, full[torch.arange(3), positions], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "positions, message",
+    [
+        (torch.tensor([0, 8]), r"must lie in \[0, 8\)"),
+        (torch.tensor([-1, 0]), r"must lie in \[0, 8\)"),
+        (torch.tensor([0, 1, 2]), r"must be a \(2,\) integer tensor"),
+        (torch.tensor([0.0, 1.0]), r"must be a \(2,\) integer tensor"),
+    ],
+)
+def test_logit_positions_rejected(positions, message):
+    model = build()
+    with pytest.raises(ValueError, match=message):
+        model(torch.zeros(2, 8, dtype=torch.long), logit_positions=positions)
+
+
+def test_logit_positions_reject_targets():
+    model = build()
+    idx = torch.zeros(2, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="either targets or logit_positions"):
+        model(idx, targets=idx, logit_positions=torch.tensor([1, 2]))

@@ -9,12 +9,18 @@ import torch
 
 from inference.gpt import GPT, GPTConfig
 from pruning.config import PruneConfig
-from pruning.data import fit_logit_calibration, make_batch, sequence_losses
+from pruning.data import (
+    bucketed_pair_logits,
+    fit_logit_calibration,
+    make_batch,
+    pair_logits,
+    sequence_losses,
+)
 from pruning.masks import heaviside_ste
 from pruning.means import compute_means
 from pruning.pipeline import PruneSetup
 from pruning.search import circuit_from_scores, circuit_loss, search_k
-from pruning.train import lr_factor, train_gates
+from pruning.train import gated_task_loss, lr_factor, train_gates
 from registry.tasks import Datapoint, Task
 
 # Token ids of the planted task: the first token (A or B) decides the answer (X or Y)
@@ -247,3 +253,37 @@ def test_prune_setup_full_loss_on_test_pairs():
     assert len(setup.eval_batch) == 16
     assert len(setup.node_batch) == 8
     assert setup.full_loss < 0.02
+
+
+def test_bucketed_logits_match_one_padded_run():
+    torch.manual_seed(0)
+    config = GPTConfig(
+        block_size=16,
+        vocab_size=16,
+        n_layer=2,
+        n_head=2,
+        d_model=8,
+        d_mlp=16,
+        afrac=0.5,
+        sink=True,
+        enable_bigram_table=True,
+    )
+    model = GPT(config).eval()
+    batch = make_batch(planted_task(n_train=100, n_test=1).xs, config.block_size)
+    assert batch.lengths.unique().numel() > 1  # several lengths, so the groups differ
+    assert len(batch) == 200  # more than one group of SEQUENCES_PER_BUCKET
+    with torch.no_grad():
+        one_run = pair_logits(model, batch)
+        bucketed = bucketed_pair_logits(model, batch)
+    torch.testing.assert_close(bucketed, one_run, atol=1e-5, rtol=0)
+
+
+def test_gated_loss_rejects_per_sequence_gates():
+    model = planted_model()
+    task = planted_task(n_train=4, n_test=1)
+    means = planted_means(model)
+    batch = make_batch(task.xs, model.config.block_size)
+    gates = {loc: torch.ones(len(mean)) for loc, mean in means.items()}
+    gates["0.attn.q"] = torch.ones(len(batch), 1, len(means["0.attn.q"]))
+    with pytest.raises(ValueError, match=r"gates at \['0.attn.q'\] must have shape"):
+        gated_task_loss(model, gates, means, batch)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import pruning.means
 from inference.circuit import node_locations, num_total_nodes
 from inference.gpt import GPT, GPTConfig
+from inference.hook_utils import hook_recorder
 from pruning.__main__ import main
 from pruning.config import PruneConfig
-from pruning.means import cached_means, compute_means
+from pruning.means import cached_means, cached_validation_windows, compute_means
 from pruning.pipeline import PruneSetup
 from pruning.run import rank_by_attribution, rank_by_mask_training, run_sweep
 from pruning.verify import losses_match, random_circuit, verify_viz_data
 from registry.tasks import get_task
 
 TASK = "single_double_quote"
+REPO_STORE = Path(__file__).resolve().parents[1] / "store"
 
 
 def tiny_config(**overrides) -> GPTConfig:
@@ -204,6 +208,48 @@ def test_samples_have_bands(sweep_result):
             assert values[position] >= bottom[0][1][bottom[0][2]]
 
 
+def test_samples_stored_compactly(sweep_result):
+    store, model, _ = sweep_result
+    viz = load(store, 40)
+    windows = torch.randint(0, 2047, (8, 32), generator=torch.Generator().manual_seed(0))[:4]
+    with torch.no_grad(), hook_recorder() as records:
+        model(windows)
+
+    storages = {"tokens": set(), "values": set()}
+    for loc, per_node in viz["samples"].items():
+        for node, bands in per_node.items():
+            activations = records[loc][:, :, node]  # (n_windows, window_len)
+            for bottom, top in bands.values():
+                for tokens, values, _ in bottom + top:
+                    assert tokens.dtype == torch.int16
+                    assert values.dtype == torch.float16
+                    storages["tokens"].add(tokens.untyped_storage().data_ptr())
+                    storages["values"].add(values.untyped_storage().data_ptr())
+            # The top example of the smallest band sits at the node's largest activation.
+            tokens, values, position = bands[0.001][1][0]
+            assert float(values[position]) == pytest.approx(float(activations.max()), rel=1e-3)
+            rows = [r for r in range(len(windows)) if _contains(windows[r], tokens.long())]
+            assert rows, f"{loc} {node}: example tokens are not a slice of any window"
+    assert len(storages["tokens"]) == 1
+    assert len(storages["values"]) == 1
+
+
+def _contains(window: torch.Tensor, piece: torch.Tensor) -> bool:
+    return any(
+        torch.equal(window[start : start + len(piece)], piece)
+        for start in range(len(window) - len(piece) + 1)
+    )
+
+
+def test_task_sample_activations_share_storage(sweep_result):
+    store, _, _ = sweep_result
+    _, activations = load(store, 40)["importances"]["task_samples"]
+    for per_node in activations.values():
+        values = list(per_node.values())
+        assert all(v.dtype == torch.float16 for v in values)
+        assert len({v.untyped_storage().data_ptr() for v in values}) == 1
+
+
 def test_sweep_json_and_k_optim(sweep_result):
     store, model, summary = sweep_result
     sweep_file = store / "viz" / "tiny" / TASK / "prune_v4" / "sweep.json"
@@ -295,6 +341,31 @@ def test_means_cache_round_trip(tmp_path):
     second = cached_means(model, windows, identity="abc", cache_root=tmp_path)
     for loc in first:
         assert torch.equal(first[loc], second[loc])
+
+
+def test_validation_windows_cache(tmp_path, monkeypatch):
+    from registry import corpus
+    from registry.store import Store
+    from registry.tokenizer import get_encoding
+
+    encoding = get_encoding("stdlib_2k", Store(REPO_STORE))
+    calls = []
+
+    def fake_windows(encoding, n_windows, window_len):
+        calls.append((n_windows, window_len))
+        return torch.arange(n_windows * window_len).view(n_windows, window_len)
+
+    monkeypatch.setattr(pruning.means, "validation_windows", fake_windows)
+    monkeypatch.setattr(corpus, "source_fingerprint", lambda: "corpus-1")
+    first = cached_validation_windows(encoding, 3, 4, cache_root=tmp_path)
+    second = cached_validation_windows(encoding, 3, 4, cache_root=tmp_path)
+    assert torch.equal(first, second)
+    assert calls == [(3, 4)]
+
+    cached_validation_windows(encoding, 3, 5, cache_root=tmp_path)
+    monkeypatch.setattr(corpus, "source_fingerprint", lambda: "corpus-2")  # a corpus file changed
+    cached_validation_windows(encoding, 3, 4, cache_root=tmp_path)
+    assert calls == [(3, 4), (3, 5), (3, 4)]
 
 
 @pytest.mark.slow
