@@ -86,6 +86,11 @@ def weighted_value_contributions(
     return probs * v[:, channel].unsqueeze(0)  # (pos, pos): column j scaled by v[j, c]
 
 
+def head_output(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Return the head's output y (pos, d_head): `probs` from `attention_probs` applied to `v`."""
+    return torch.nan_to_num(probs) @ v
+
+
 def _check_channel(channel: int, d_head: int) -> None:
     if not 0 <= channel < d_head:
         raise ValueError(

@@ -14,6 +14,7 @@ from inference.attention import (
     attention_probs,
     causal_mask,
     channel_score_contributions,
+    head_output,
     record_head,
     weighted_value_contributions,
 )
@@ -84,7 +85,7 @@ def test_pattern_times_values_is_head_output(flash, sink):
         for head in range(N_HEAD):
             recorded = record_head(model, idx, layer, head)
             expected = recorded_head_output(model, idx, layer, head)
-            output = torch.nan_to_num(recorded.probs) @ recorded.v
+            output = head_output(recorded.probs, recorded.v)
             assert torch.allclose(output, expected, atol=1e-5), (layer, head)
 
 
