@@ -325,9 +325,10 @@ def test_download_names_file_after_circuit():
 
 
 def test_circuit_query_string(webapp_context):
-    query = _page("circuit").serialise_query(*CIRCUIT, 0.2, "0.attn.q:4", "0.01")
+    query = _page("circuit").serialise_query(*CIRCUIT, 0.2, "0.attn.q:4", "0.01", 3)
     assert query == (
-        f"?model={MODEL}&task={TASK}&sweep={SWEEP}&k=8&node=0.attn.q:4&threshold=0.2&fraction=0.01"
+        f"?model={MODEL}&task={TASK}&sweep={SWEEP}&k=8&node=0.attn.q:4&threshold=0.2&sample=3"
+        "&fraction=0.01"
     )
 
 

@@ -185,3 +185,66 @@ def test_row_labels_left_of_every_row():
     assert all(e["selectable"] is False for e in labels)
     leftmost = min(e["position"]["x"] for e in nodes)
     assert all(e["position"]["x"] < leftmost for e in labels)
+
+
+ROW_SUFFIXES = (
+    "attn.act_in",
+    "attn.q",
+    "attn.k",
+    "attn.v",
+    "attn.resid_delta",
+    "mlp.act_in",
+    "mlp.post_act",
+    "mlp.resid_delta",
+)
+
+
+def _tall_circuit(n_layer: int) -> dict:
+    """One node in every row of `n_layer` layers, plus a wide mlp.post_act row in layer 0."""
+    nodes = [_node(f"{layer}.{suffix}:0") for layer in range(n_layer) for suffix in ROW_SUFFIXES]
+    nodes += [_node(f"0.mlp.post_act:{index}") for index in range(1, 40)]
+    return {"n_layer": n_layer, "n_head": 4, "d_head": 4, "nodes": nodes, "edges": []}
+
+
+def _fit_zoom(positions: dict) -> float:
+    """The zoom at which the graph's nodes fill the assumed view, labels' width included."""
+    xs = [x for x, _ in positions.values()]
+    ys = [y for _, y in positions.values()]
+    label_px = 0.6 * graph.ROW_LABEL_PX * graph.LABEL_CHARS + 3 * graph.NODE_GAP
+    return min(
+        (graph.VIEW_WIDTH - label_px) / (max(xs) - min(xs)),
+        graph.VIEW_HEIGHT / (max(ys) - min(ys)),
+        graph.MAX_ZOOM,
+    )
+
+
+def test_row_labels_readable_at_fit_zoom():
+    # Four layers, like the embedded model: the labels show ROW_LABEL_PX px at the fit zoom.
+    circuit = _tall_circuit(4)
+    positions = graph.layout_positions(circuit["nodes"], d_head=4)
+    size = graph.row_label_font_size(positions)
+    assert size * _fit_zoom(positions) == pytest.approx(graph.ROW_LABEL_PX, rel=0.02)
+    assert size > 11  # the fixed size they had before, which read as about 3 px here
+    labels = [
+        e for e in graph.build_elements(circuit, threshold=0.0) if e["classes"] == "row-label"
+    ]
+    assert {e["data"]["font_size"] for e in labels} == {size}
+
+
+def test_row_labels_never_overlap_rows():
+    positions = graph.layout_positions(_tall_circuit(12)["nodes"], d_head=4)
+    assert graph.row_label_font_size(positions) == graph.MAX_ROW_LABEL_SIZE
+    assert graph.MAX_ROW_LABEL_SIZE < graph.ROW_GAP
+
+
+def test_row_labels_small_graph_screen_size():
+    positions = graph.layout_positions(_circuit()["nodes"], d_head=4)
+    size = graph.row_label_font_size(positions)
+    assert size * _fit_zoom(positions) == pytest.approx(graph.ROW_LABEL_PX, rel=0.02)
+
+
+def test_stylesheet_sizes_row_labels_from_data():
+    rule = next(
+        r for r in graph.build_stylesheet(-0.2, 0.5, 2.0) if r["selector"] == "node.row-label"
+    )
+    assert rule["style"]["font-size"] == "data(font_size)"

@@ -320,6 +320,41 @@ def _node_examples(
     return result
 
 
+def task_samples(model: str, task: str, sweep: str, k: str) -> list[dict[str, Any]]:
+    """List the circuit's stored task samples as `{"title", "token_ids", "padded"}` dicts.
+
+    The order is the file's: first class, then second class. `padded` is True when the file
+    stores no sample lengths, so `token_ids` keeps the padding.
+    """
+    relpath, identity = viz_relpath(model, task, sweep, k)
+    return _task_samples(relpath, identity)
+
+
+@cache.memoize()
+def _task_samples(relpath: str, identity: FileIdentity) -> list[dict[str, Any]]:
+    viz = _viz(relpath, identity)
+    if viz.importances is None:
+        raise DataFileError(f"Store file {relpath} has no importances, so no task samples.")
+    tokens = viz.importances["task_samples"][0]  # (samples, pos), right-padded with token 0
+    lengths = task_sample_lengths(viz)
+    padded = lengths is None
+    if padded:
+        lengths = [tokens.shape[1]] * tokens.shape[0]
+    half = len(lengths) // 2
+    samples = []
+    for sample, length in enumerate(lengths):
+        label = "first" if sample < half else "second"
+        within_class = sample if sample < half else sample - half
+        samples.append(
+            {
+                "title": f"{label} class, sample {within_class}",
+                "token_ids": [int(token) for token in _as_list(tokens[sample][:length])],
+                "padded": padded,
+            }
+        )
+    return samples
+
+
 def task_sample_lengths(viz: Any) -> list[int] | None:
     """Return the real length of each task sample, or None when the file stores no lengths.
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from webapp.heatmap import plotly_token_text
+
 DEFAULT_METRICS = ("test_xent", "L0", "L0_non_embed")
 # A few layout fields give a light look without the "plotly_white" template. Building a 256-bar
 # figure took 23 ms with the template and 10 ms without (plotly 7.1, shared 2-core machine). The
@@ -229,3 +231,32 @@ def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str
         yaxis_title="activation",
         margin={"t": 40},
     )
+
+
+def attention_figure(
+    labels: Sequence[str], matrix: Sequence[Sequence[float | None]], title: str, *, signed: bool
+) -> go.Figure:
+    """Plot a (query pos, key pos) matrix over one sequence's tokens, query 0 at the top.
+
+    `signed` matrices (score contributions) get a blue-positive, red-negative scale centred on 0;
+    others (probabilities) go from white at 0 to dark blue. None entries stay blank. Token labels
+    on the axes are escaped, so markup in a token shows as text.
+    """
+    positions = list(range(len(labels)))
+    ticks = [f"{plotly_token_text(label)} {pos}" for pos, label in enumerate(labels)]
+    colours = {"colorscale": "RdBu", "zmid": 0} if signed else {"colorscale": "Blues", "zmin": 0}
+    heatmap = go.Heatmap(
+        z=[list(row) for row in matrix],
+        x=positions,
+        y=positions,
+        hoverongaps=False,
+        hovertemplate="query %{y}, key %{x}: %{z:.4g}<extra></extra>",
+        colorbar={"thickness": 12},
+        **colours,
+    )
+    axis = {"tickmode": "array", "tickvals": positions, "ticktext": ticks, "tickfont_size": 9}
+    figure = go.Figure(heatmap)
+    figure.update_xaxes(title_text="key", tickangle=-90, showgrid=False, **axis)
+    figure.update_yaxes(title_text="query", autorange="reversed", showgrid=False, **axis)
+    side = min(720, 260 + 12 * len(labels))
+    return _light(figure, title=title, height=side, margin={"t": 40, "l": 10, "r": 10, "b": 10})

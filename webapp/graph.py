@@ -21,6 +21,7 @@ NODE_GAP = 24  # px between neighbouring nodes in a row
 HEAD_GAP = 2  # empty node slots between two heads in the q/k/v rows
 ROW_GAP = 70  # px between the rows of one layer
 LAYER_GAP = 60  # extra px between layers
+MAX_ZOOM = 4  # the graph component's maxZoom (webapp.components.circuit_panels)
 
 POSITIVE_COLOURS = ("#eef3fb", "#08306b")  # importance 0 .. max: white to dark blue
 NEGATIVE_COLOURS = ("#b2182b", "#fbeeee")  # importance min .. 0: red to white
@@ -136,18 +137,49 @@ def build_elements(circuit: dict, threshold: float) -> list[dict]:
 
 ROW_LABEL_PREFIX = "row:"
 
+# Row labels are sized for the zoom at which cytoscape first fits the graph into its view, so they
+# read at ROW_LABEL_PX on screen. Cytoscape scales text with the zoom, and the server does not
+# know the view's width, so the fit zoom is estimated for a VIEW_WIDTH x VIEW_HEIGHT px view.
+ROW_LABEL_PX = 13
+VIEW_WIDTH = 1000  # an estimate: the graph spans the page width, which the server cannot see
+VIEW_HEIGHT = 580  # the graph's 620 px height minus 20 px of fit padding on each side
+LABEL_CHARS = 18  # characters of the longest row label, `11.mlp.resid_delta`
+MAX_ROW_LABEL_SIZE = 0.8 * ROW_GAP  # larger labels would overlap the rows above and below
+
+
+def row_label_font_size(positions: dict[str, tuple[float, float]]) -> float:
+    """Return the row-label font size in graph units that shows ROW_LABEL_PX px at the fit zoom.
+
+    NOTE: the size is capped at MAX_ROW_LABEL_SIZE so that labels never overlap. Circuits with
+    nodes in layer 4 or above span more than about 2,500 graph units, so at the fit zoom their
+    labels read smaller than ROW_LABEL_PX (about 4 px for 12 layers) until the user zooms in.
+    """
+    xs = [x for x, _ in positions.values()]
+    ys = [y for _, y in positions.values()]
+    # The labels stand left of the nodes and take about 0.6 em per character on screen.
+    label_width_px = 0.6 * ROW_LABEL_PX * LABEL_CHARS + 3 * NODE_GAP
+    width = max(max(xs) - min(xs), 1.0)
+    height = max(max(ys) - min(ys), 1.0)
+    zoom = min((VIEW_WIDTH - label_width_px) / width, VIEW_HEIGHT / height, MAX_ZOOM)
+    return round(min(ROW_LABEL_PX / zoom, MAX_ROW_LABEL_SIZE), 1)
+
 
 def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
     """Build one unselectable text node per row (e.g. `3.attn.q`), left of the widest row."""
     if not positions:
         return []
     left = min(x for x, _ in positions.values()) - 3 * NODE_GAP
+    font_size = row_label_font_size(positions)
     locations = sorted(
         {node_id.rsplit(":", 1)[0] for node_id in positions}, key=lambda loc: -_row_y(loc)
     )
     return [
         {
-            "data": {"id": f"{ROW_LABEL_PREFIX}{location}", "label": location},
+            "data": {
+                "id": f"{ROW_LABEL_PREFIX}{location}",
+                "label": location,
+                "font_size": font_size,
+            },
             "position": {"x": left, "y": _row_y(location)},
             "classes": "row-label",
             "selectable": False,
@@ -223,8 +255,11 @@ def _node_rules(importance_low: float, importance_high: float) -> list[dict]:
                 "border-width": 0,
                 "text-halign": "left",
                 "text-valign": "center",
-                "font-size": 11,
-                "color": "#555",
+                # A size in the stylesheet is in graph units, so it shrinks with the zoom. The
+                # elements carry a size chosen for the graph's fit zoom (see row_label_font_size).
+                "font-size": "data(font_size)",
+                "font-weight": "bold",
+                "color": "#333",
             },
         },
     ]

@@ -6,6 +6,7 @@ text nodes, so a token such as `<b>` shows literally and is never parsed as HTML
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 # Visible marks for whitespace characters inside a token.
@@ -15,6 +16,15 @@ _VISIBLE_WHITESPACE = {" ": "\u00b7", "\t": "\u2192", "\r": "\u240d", "\n": "\u2
 def visible_whitespace(label: str) -> str:
     """Replace spaces, tabs and carriage returns with visible marks; keep a newline after '↵'."""
     return "".join(_VISIBLE_WHITESPACE.get(char, char) for char in label)
+
+
+def plotly_token_text(label: str) -> str:
+    """Make a token label safe for plotly text, which renders tags such as `<b>` as markup.
+
+    Whitespace gets visible marks (a newline becomes a lone '↵', because plotly breaks lines only
+    at `<br>`), and `&`, `<` and `>` become entities, which plotly shows as the characters.
+    """
+    return html.escape(visible_whitespace(label).replace("\n", ""), quote=False)
 
 
 def token_colour(value: float, scale: float) -> str:

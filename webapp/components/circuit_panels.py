@@ -13,6 +13,7 @@ from webapp import (
     export,  # noqa: F401  (importing it registers the JSON download callback)
     graph,
 )
+from webapp.components.attention_panel import attention_panel
 from webapp.figures import empty_figure
 from webapp.selection import LEVELS
 from webapp.url_state import EXAMPLE_FRACTIONS
@@ -123,7 +124,7 @@ def graph_panel() -> list:
             autoungrabify=True,
             boxSelectionEnabled=False,
             minZoom=0.02,
-            maxZoom=4,
+            maxZoom=graph.MAX_ZOOM,
             style={"width": "100%", "height": "620px"},
         ),
         dbc.Row(
@@ -137,8 +138,9 @@ def graph_panel() -> list:
     ]
 
 
-def node_panel(fraction: str) -> list:
-    """Build the selected node's card, task heatmap and pretraining examples, filled by callbacks."""
+def node_panel(fraction: str, sample: int) -> list:
+    """Build the selected node's card, task heatmap, attention panel (for q/k/v nodes) and
+    pretraining examples, filled by callbacks."""
     return [
         dbc.Row(
             [
@@ -152,6 +154,7 @@ def node_panel(fraction: str) -> list:
                 ),
             ]
         ),
+        *attention_panel(sample),
         html.H5("Pretraining examples", className="mt-3"),
         dbc.RadioItems(
             id="circuit-fraction",

@@ -1,6 +1,7 @@
 """Circuit page: pick a pruned circuit, see its graph, click a node to see what it reads on the task.
 
-URL parameters (see `webapp.url_state`): model, task, sweep, k, threshold, node, fraction.
+URL parameters (see `webapp.url_state`): model, task, sweep, k, threshold, node, fraction, sample
+(the stored task sample of the attention panel).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def layout(**query) -> html.Div:
             html.Div(id="circuit-messages"),
             *loss_panel(),
             *graph_panel(),
-            *node_panel(state.fraction),
+            *node_panel(state.fraction, state.sample),
         ]
     )
 
@@ -306,11 +307,19 @@ def per_token_href(model: str, task: str, node: str) -> str:
     Input("circuit-threshold", "value"),
     Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
+    Input("circuit-sample", "value"),
 )
-def serialise_query(model, task, sweep, k, threshold, node, fraction):
+def serialise_query(model, task, sweep, k, threshold, node, fraction, sample):
     """Serialise the current view into the query string for the address bar."""
     query = query_string_for(
-        model=model, task=task, sweep=sweep, k=k, threshold=threshold, node=node, fraction=fraction
+        model=model,
+        task=task,
+        sweep=sweep,
+        k=k,
+        threshold=threshold,
+        node=node,
+        fraction=fraction,
+        sample=sample,
     )
     return dash.no_update if query is None else query
 

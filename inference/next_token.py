@@ -1,0 +1,66 @@
+"""The model's most likely next tokens at one position, from the full model or from a circuit alone.
+
+With a circuit, the model runs under `inference.circuit.apply_circuit`: every node outside the
+circuit is set to its mean activation. Probabilities are the softmax of the raw logits over the
+whole vocabulary. The pruner's logit calibration (a scale and shift fitted on the logits of a
+task's two target tokens) is not applied here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from inference.circuit import Circuit, apply_circuit
+
+
+@dataclass(frozen=True)
+class TokenPrediction:
+    """One candidate next token: its id, softmax probability and raw logit."""
+
+    token_id: int
+    probability: float
+    logit: float
+
+
+@torch.no_grad()
+def top_next_tokens(
+    model: torch.nn.Module,
+    idx: torch.Tensor,
+    position: int,
+    count: int = 5,
+    *,
+    circuit: Circuit | None = None,
+    means: Mapping[str, torch.Tensor] | None = None,
+) -> list[TokenPrediction]:
+    """Return the `count` most likely tokens after `position` of the sequence `idx` (1, pos).
+
+    With `circuit`, every node outside it is mean-ablated with `means` (location -> (width,)).
+    Raises ValueError for a position outside the sequence or a circuit without means.
+    """
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"idx must hold one sequence, shape (1, pos); got {tuple(idx.shape)}")
+    length = idx.size(1)
+    if not 0 <= position < length:
+        raise ValueError(
+            f"position {position} is out of range: the sequence has positions 0 to {length - 1}"
+        )
+    if count < 1:
+        raise ValueError(f"count must be at least 1; got {count}")
+
+    if circuit is None:
+        logits = model(idx)[0]
+    else:
+        if means is None:
+            raise ValueError("a circuit needs the mean activations of its ablated nodes")
+        with apply_circuit(model, circuit, means):
+            logits = model(idx)[0]
+    row = logits[0, position].float()  # (vocab_size,)
+    probabilities = torch.softmax(row, dim=-1)
+    top = torch.topk(probabilities, min(count, row.numel()))
+    return [
+        TokenPrediction(int(token_id), float(probability), float(row[token_id]))
+        for probability, token_id in zip(top.values, top.indices, strict=True)
+    ]
