@@ -5,16 +5,19 @@ on PATH (see tests/conftest.py).
 """
 
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import torch
+from selenium.webdriver.common.keys import Keys
 from tiny_store import MODEL, SWEEP, TASK
 
 pytestmark = pytest.mark.browser
 
 SHARED_QUERY = f"?model={MODEL}&task={TASK}&sweep={SWEEP}&k=k_optim&threshold=0.1"
 CY = "document.querySelector('#circuit-graph')._cyreg.cy"
+EMBEDDED_STORE = Path(__file__).resolve().parents[1] / "store"
 
 
 def _start(dash_duo, app) -> str:
@@ -66,11 +69,73 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     dash_duo.driver.execute_script(f"{CY}.getElementById('{node}').emit('mouseover');")
     dash_duo.wait_for_contains_text("#circuit-hover", "ablation delta", timeout=10)
 
+    # The q node gets its head's attention pattern and its channel's pattern on task sample 0.
+    dash_duo.wait_for_element("#circuit-attention-head .hm", timeout=30)
+    dash_duo.wait_for_element("#circuit-attention-channel .hm", timeout=30)
+    dash_duo.wait_for_text_to_equal(
+        "#circuit-sample-title", "first class, sample 0 of 2 stored samples", timeout=10
+    )
+    ticks = dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#circuit-attention-head .xtick text'))"
+        ".map(function (t) { return t.textContent; });"
+    )
+    assert "< 4" in ticks  # the token `<` shows as text, not as markup
+    assert "> 6" in ticks
+    title = dash_duo.find_element("#circuit-attention-head .gtitle").text
+    assert title.startswith("layer 0, head ")
+
+    # Another sample re-draws the patterns and goes into the URL.
+    sample_input = dash_duo.find_element("#circuit-sample")
+    sample_input.send_keys(Keys.BACKSPACE, "1", Keys.ENTER)
+    dash_duo.wait_for_text_to_equal(
+        "#circuit-sample-title", "second class, sample 0 of 2 stored samples", timeout=30
+    )
+
     query = _query(dash_duo)
     assert query["node"] == node
     assert query["k"] == "k_optim"
     assert query["threshold"] == "0.1"
+    assert query["sample"] == "1"
     assert _severe_logs(dash_duo) == []
+
+
+def _row_label_sizes(dash_duo) -> list[float]:
+    """The on-screen font size in px of every row label, at the zoom the page opened with."""
+    return dash_duo.driver.execute_script(
+        f"return {CY}.nodes('.row-label').map(function (n) {{"
+        " return parseFloat(n.renderedStyle('font-size')); });"
+    )
+
+
+def test_row_labels_readable(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
+    _wait_for_graph(dash_duo)
+
+    sizes = _row_label_sizes(dash_duo)
+    assert len(sizes) == 16
+    assert all(11 <= size <= 15 for size in sizes), sizes
+
+
+@pytest.mark.skipif(
+    not (EMBEDDED_STORE / "viz" / "sparse_stdlib" / "single_double_quote").is_dir(),
+    reason="the embedded store has no single_double_quote circuits of sparse_stdlib",
+)
+def test_row_labels_readable_on_embedded_circuit(dash_duo, webapp_app, webapp_store):
+    # A 4-layer circuit of about 500 nodes: a fixed label size read at about 3 px here.
+    from webapp.data import configure_store
+
+    configure_store(str(EMBEDDED_STORE))
+    try:
+        base = _start(dash_duo, webapp_app)
+        query = "?model=sparse_stdlib&task=single_double_quote&sweep=prune_v4&k=k_optim"
+        dash_duo.wait_for_page(url=f"{base}/circuit{query}", timeout=20)
+        assert _wait_for_graph(dash_duo) > 100
+        sizes = _row_label_sizes(dash_duo)
+    finally:
+        configure_store(str(webapp_store))
+    assert len(sizes) >= 24
+    assert all(10 <= size <= 15 for size in sizes), sizes
 
 
 def test_copied_url_restores_node(dash_duo, webapp_app, webapp_store):

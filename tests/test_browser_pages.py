@@ -6,7 +6,7 @@ Run with `pytest -m browser tests/test_browser_pages.py` (see tests/conftest.py 
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from tiny_store import MODEL
+from tiny_store import MEANS_K, MODEL, SWEEP, TASK
 
 pytestmark = pytest.mark.browser
 
@@ -50,4 +50,28 @@ def test_per_token_link_shows_text(dash_duo, webapp_app):
     query = _query(dash_duo)
     assert query["node"] == "1.mlp.post_act:2"
     assert query["text"] == text
+    assert _severe_logs(dash_duo) == []
+
+
+def test_per_token_shows_both_predictions(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    query = (
+        f"model={MODEL}&node=1.mlp.post_act:2&source=text&text={quote('x = 1')}"
+        f"&task={TASK}&sweep={SWEEP}&k={MEANS_K}"
+    )
+    dash_duo.wait_for_page(url=f"{base}/per-token?{query}", timeout=20)
+
+    dash_duo.wait_for_element("#tokens-prediction-blocks .top-circuit tr.prediction", timeout=30)
+    full = dash_duo.find_elements("#tokens-prediction-blocks .top-full tr.prediction")
+    circuit = dash_duo.find_elements("#tokens-prediction-blocks .top-circuit tr.prediction")
+    assert len(full) == 5
+    assert len(circuit) == 5
+    heading = dash_duo.find_element("#tokens-prediction-blocks .top-circuit .fw-semibold").text
+    assert heading == f"circuit alone ({TASK}, {SWEEP}, k={MEANS_K})"
+    assert "text: after position" in dash_duo.find_element("#tokens-prediction-blocks h6").text
+
+    url_query = _query(dash_duo)
+    assert url_query["sweep"] == SWEEP
+    assert url_query["k"] == MEANS_K
+    assert url_query["task"] == TASK
     assert _severe_logs(dash_duo) == []

@@ -442,7 +442,7 @@ def test_per_token_locations_follow_model(webapp_context):
 
 def test_per_token_query_string(webapp_context):
     query = _page("per_token").serialise_query(
-        MODEL, "0.attn.q", 3, "text", "single_double_quote", 0, "a b"
+        MODEL, "0.attn.q", 3, "text", "single_double_quote", 0, "a b", None, None, None
     )
     assert (
         query == f"?model={MODEL}&task=single_double_quote&node=0.attn.q:3&source=text&text=a%20b"

@@ -34,6 +34,7 @@ def test_parse_query_full_state():
         "text": "x = '<b>'\n",
         "fraction": "0.01",
         "metrics": "test_xent,L0",
+        "position": "12",
     }
     state, messages = parse_query(query)
     assert messages == []
@@ -45,6 +46,7 @@ def test_parse_query_full_state():
     assert state.source == "text"
     assert state.text == "x = '<b>'\n"
     assert state.metrics == ("test_xent", "L0")
+    assert state.position == 12
 
 
 def test_parse_query_empty_is_default():
@@ -73,6 +75,9 @@ def test_parse_query_empty_is_default():
         ("source", "file"),
         ("fraction", "0.2"),
         ("text", "x" * (MAX_TEXT_CHARS + 1)),
+        ("position", "-1"),
+        ("position", "2.5"),
+        ("position", "1234567"),
     ],
 )
 def test_parse_query_rejects_invalid_value(name, value):
@@ -101,6 +106,7 @@ def test_parse_query_ignores_unknown_keys():
         ViewState(model="m", task="t_beeg3", sweep="prune_v4", k="16"),
         ViewState(model="m", node="0.mlp.post_act:1021", threshold=0.05, fraction="0.5"),
         ViewState(source="text", text="a b&c=d?e#f\n\tπ <b>", sample=3),
+        ViewState(model="m", task="t", sweep="s", k="k_optim", position=0),
         ViewState(metrics=("test_xent", "num_alive_neurons/c_fc/layer_0")),
     ],
 )

@@ -8,7 +8,9 @@ upstream's doubled convention, as released files do.
 Layout written (model `tiny`, task `quote_task`, sweep `prune_test`):
     models/tiny/{beeg_config.json, final_model.pt}
     train_curves/tiny/progress.json
-    viz/tiny/quote_task/prune_test/{8,k_optim}/viz_data.pt
+    viz/tiny/quote_task/prune_test/{8,k_optim}/viz_data.pt   only `8` stores ablation_means
+        (means over the snippets), as this project's pruner writes them; `k_optim` has none, like
+        upstream files
     viz/tiny/quote_task/prune_test/sweep.json   loss against k, as this project's pruner writes it
     stdlib_2k/{encoder.json, vocab.bpe}   copied from the repository's embedded store
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from inference.circuit import mean_activations
 from inference.config import GPTConfig
 from inference.gpt import GPT
 from inference.hook_utils import hook_recorder
@@ -30,6 +33,7 @@ MODEL = "tiny"
 TASK = "quote_task"
 SWEEP = "prune_test"
 KS = ("8", "k_optim")
+MEANS_K = "8"  # the circuit that stores ablation_means
 SNIPPETS = ('x = "a<b>"\nprint(x)', "y = 'c&d'\n\tprint(y)")
 LOCATIONS = (
     "attn.act_in",
@@ -205,5 +209,7 @@ def build_tiny_store(root: Path) -> Path:
         viz_dir = root / "viz" / MODEL / TASK / SWEEP / k
         viz_dir.mkdir(parents=True)
         viz = _viz_data(model, tokens, [len(ids) for ids in encoded], seed)
+        if k == MEANS_K:
+            viz["ablation_means"] = mean_activations(model, [tokens])
         torch.save(viz, viz_dir / "viz_data.pt")
     return root

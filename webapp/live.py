@@ -56,6 +56,14 @@ def _encoding(model: str) -> Any:
     return get_encoding(model_summary(model)["tokenizer_name"], get_store())
 
 
+def token_labels(model: str, token_ids: list[int]) -> list[str]:
+    """Return the label of each token id in `model`'s tokenizer (escaped bytes for partial UTF-8)."""
+    from registry.tokenizer import token_label
+
+    encoding = _encoding(model)
+    return [token_label(encoding, token_id) for token_id in token_ids]
+
+
 def list_task_names() -> list[str]:
     """List the tasks whose samples the per-token page can show."""
     from registry.tasks import list_task_names as registry_task_names
@@ -78,7 +86,9 @@ def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]
     Raises ValueError naming the task or the sample index when either is out of range.
     """
     if task not in list_task_names():
-        raise ValueError(f"unknown task {task!r}; pick one from the list")
+        raise ValueError(
+            f"unknown task {task!r}: there are no samples of it; pick another task or type text"
+        )
     encoding_name = model_summary(model)["tokenizer_name"]
     try:
         pairs = _task(task, encoding_name).xs_test
@@ -107,6 +117,21 @@ def encode_text(model: str, text: str) -> list[int]:
             f"{block_size} (block_size); shorten it"
         )
     return token_ids
+
+
+def input_sequences(
+    model: str, source: str, task: str | None, sample: Any, text: Any
+) -> list[tuple[str, list[int]]]:
+    """Return the (title, token ids) sequences the per-token page runs on.
+
+    With `source` "text" that is the encoded `text`; otherwise the two sequences of test pair
+    `sample` of `task`. Raises ValueError naming a missing task or an invalid text or sample.
+    """
+    if source == "text":
+        return [("text", encode_text(model, text or ""))]
+    if not task:
+        raise ValueError("pick a task")
+    return task_sample(model, task, int(sample or 0))
 
 
 def node_activation_rows(model: str, node: str, sequences: list[tuple[str, list[int]]]) -> list:

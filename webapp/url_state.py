@@ -49,6 +49,7 @@ class ViewState:
     fraction: str = "0.001"
     metrics: tuple[str, ...] = ()
     channel: int = 0  # residual-stream channel on the embeddings page
+    position: int | None = None  # token position of the per-token page's predictions; None: last
 
 
 DEFAULT_STATE = ViewState()
@@ -115,6 +116,12 @@ def _parse_channel(value: str) -> int:
     return int(value)
 
 
+def _parse_position(value: str) -> int:
+    if not re.fullmatch(r"\d{1,6}", value):
+        raise ValueError("expected a token position from 0 to 999999")
+    return int(value)
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -128,6 +135,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "fraction": _parse_fraction,
     "metrics": _parse_metrics,
     "channel": _parse_channel,
+    "position": _parse_position,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 

@@ -1,7 +1,9 @@
-"""Per-token page: one node's activation at every token of a task sample or of typed text.
+"""Per-token page: one node's activation at every token of a task sample or of typed text, and the
+next-token predictions of the full model and of a circuit alone.
 
-The activations are computed live on the server (`webapp.live`). URL parameters (see
-`webapp.url_state`): model, node, source (`task` or `text`), task, sample, text.
+Both are computed live on the server (`webapp.live`, `webapp.live_predictions`). URL parameters
+(see `webapp.url_state`): model, node, source (`task` or `text`), task, sample, text, and for the
+predictions sweep, k and position.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from dash import ClientsideFunction, Input, Output, callback, clientside_callbac
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list, notice
+from webapp.components.prediction_panel import circuit_choices, prediction_panel, task_options
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, list_models
 from webapp.figures import activation_figure, empty_figure
 from webapp.live import (
     check_channel,
-    encode_text,
+    input_sequences,
     list_task_names,
     model_locations,
     node_activation_rows,
 )
-from webapp.live import task_sample as load_task_sample
 from webapp.nodes import parse_node_key
 from webapp.url_state import (
     MAX_TEXT_CHARS,
@@ -142,7 +144,7 @@ def layout(**query) -> html.Div:
             location = locations[0]
 
     try:
-        tasks = list_task_names()
+        tasks = task_options(model) if model is not None else list_task_names()
     except LOAD_ERRORS as err:
         tasks, messages = [], [*messages, f"Could not list the tasks: {err}"]
     task = _first_or_requested(state.task, tasks)
@@ -154,6 +156,14 @@ def layout(**query) -> html.Div:
 
     controls = _node_controls(models, model, locations, location, index, state.source)
     inputs = _input_controls(tasks, task, state.sample, state.text)
+    try:
+        choices = circuit_choices(model, task, state.sweep, state.k)
+    except LOAD_ERRORS as err:
+        choices = {"sweeps": [], "sweep": None, "ks": [], "k": None, "messages": [str(err)]}
+    messages += choices["messages"]
+    predictions = prediction_panel(
+        choices["sweeps"], choices["sweep"], choices["ks"], choices["k"], state.position
+    )
     return html.Div(
         [
             dcc.Store(id="tokens-query"),
@@ -165,6 +175,7 @@ def layout(**query) -> html.Div:
             html.Div(id="tokens-messages"),
             dcc.Loading(html.Div(id="tokens-heatmap")),
             dcc.Graph(id="tokens-figure", figure=empty_figure("Pick a node.")),
+            *predictions,
         ]
     )
 
@@ -206,12 +217,7 @@ def show_activations(model, location, index, source, task, sample, text):
     node = f"{location}:{index}"
     try:
         node = f"{location}:{check_channel(model, location, _channel(index))}"
-        if source == "text":
-            sequences = [("text", encode_text(model, text or ""))]
-        else:
-            if not task:
-                raise ValueError("pick a task")
-            sequences = load_task_sample(model, task, int(sample or 0))
+        sequences = input_sequences(model, source, task, sample, text)
         rows = node_activation_rows(model, node, sequences)
     except LOAD_ERRORS as err:
         logger.info("per-token view of %s %s failed: %s", model, node, err)
@@ -230,8 +236,11 @@ def show_activations(model, location, index, source, task, sample, text):
     Input("tokens-task", "value"),
     Input("tokens-sample", "value"),
     Input("tokens-text", "value"),
+    Input("tokens-sweep", "value"),
+    Input("tokens-k", "value"),
+    Input("tokens-position", "value"),
 )
-def serialise_query(model, location, index, source, task, sample, text):
+def serialise_query(model, location, index, source, task, sample, text, sweep, k, position):
     """Serialise the current view into the query string for the address bar."""
     node = None
     try:
@@ -241,7 +250,15 @@ def serialise_query(model, location, index, source, task, sample, text):
         logger.info("view state not written to the URL: %s", err)
         return dash.no_update
     query = query_string_for(
-        model=model, node=node, source=source, task=task, sample=sample, text=text
+        model=model,
+        node=node,
+        source=source,
+        task=task,
+        sample=sample,
+        text=text,
+        sweep=sweep,
+        k=k,
+        position=position,
     )
     return dash.no_update if query is None else query
 
