@@ -8,7 +8,7 @@ spaced ranks within each band. An example is (tokens, activations, position):
 the window cut to `CONTEXT_BEFORE` tokens before and `CONTEXT_AFTER` after the
 position, and the position's index in that cut.
 
-Examples are stored compactly, because a circuit file holds up to 40 of them
+Examples are stored compactly, because a circuit file contains up to 40 of them
 per node for up to `max_detailed_nodes` nodes. Every example's tokens are a view
 of one flat copy of the windows (int16 when the vocabulary fits), and its
 activations a view of one shared float16 buffer. torch.save writes each buffer
