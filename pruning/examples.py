@@ -8,7 +8,7 @@ spaced ranks within each band. An example is (tokens, activations, position):
 the window cut to `CONTEXT_BEFORE` tokens before and `CONTEXT_AFTER` after the
 position, and the position's index in that cut.
 
-Examples are stored compactly, because a circuit file holds up to 40 of them
+Examples are stored compactly, because a circuit file contains up to 40 of them
 per node for up to `max_detailed_nodes` nodes. Every example's tokens are a view
 of one flat copy of the windows (int16 when the vocabulary fits), and its
 activations a view of one shared float16 buffer. torch.save writes each buffer
@@ -79,31 +79,36 @@ def activation_examples(model, circuit: Mapping[str, torch.Tensor], windows: tor
     token_buffer = windows.flatten().to(token_storage_dtype(model.config.vocab_size))
     band_sizes = [len(_band_ranks(token_buffer.numel(), f)) for f in FRACTIONS]
 
-    # Each example as (tokens view, index into value_pieces, position) until _join_values.
+    # Bands list example numbers until _build_examples turns them into tuples.
     samples: dict = {}
+    cuts: list[tuple[int, int, int]] = []  # (start, end, position) of each distinct example
     value_pieces: list[torch.Tensor] = []
     for loc in locations:
         activations = recorded[loc]
         top, bottom = _picked_positions(activations)
         samples[loc] = {}
         for column, node in enumerate(circuit[loc].tolist()):
-            values = activations[:, column]
-            piece_of_position: dict[int, int] = {}  # the top rank recurs in every band
-            sides = []
-            for flat_positions in (bottom[column], top[column]):
-                side = []
+            number_of_position: dict[int, int] = {}  # the top rank recurs in every band
+            sides = [[], []]
+            for side, flat_positions in zip(sides, (bottom[column], top[column]), strict=True):
                 for flat in flat_positions:
-                    row, position = divmod(flat, window_len)
-                    start = row * window_len + max(0, position - CONTEXT_BEFORE)
-                    end = row * window_len + min(window_len, position + CONTEXT_AFTER + 1)
-                    if flat not in piece_of_position:
-                        piece_of_position[flat] = len(value_pieces)
-                        value_pieces.append(values[start:end])
-                    side.append((token_buffer[start:end], piece_of_position[flat], flat - start))
-                sides.append(side)
+                    if flat not in number_of_position:
+                        number_of_position[flat] = len(cuts)
+                        cut = _cut(flat, window_len)
+                        cuts.append(cut)
+                        value_pieces.append(activations[cut[0] : cut[1], column])
+                    side.append(number_of_position[flat])
             samples[loc][node] = _split_bands(sides, band_sizes)
-    _join_values(samples, value_pieces)
+    _build_examples(samples, cuts, token_buffer, value_pieces)
     return samples
+
+
+def _cut(flat: int, window_len: int) -> tuple[int, int, int]:
+    """Return the flat [start, end) of an example's context and its position inside that cut."""
+    row, position = divmod(flat, window_len)
+    start = row * window_len + max(0, position - CONTEXT_BEFORE)
+    end = row * window_len + min(window_len, position + CONTEXT_AFTER + 1)
+    return start, end, flat - start
 
 
 def _split_bands(sides: list[list], band_sizes: list[int]) -> dict:
@@ -116,19 +121,26 @@ def _split_bands(sides: list[list], band_sizes: list[int]) -> dict:
     return bands
 
 
-def _join_values(samples: dict, value_pieces: list[torch.Tensor]) -> None:
-    """Replace each example's value index by a view of one joined buffer, in place."""
-    if not value_pieces:
-        return
+def _build_examples(samples: dict, cuts: list, token_buffer, value_pieces: list) -> None:
+    """Replace every example number in `samples` by its (tokens, values, position), in place.
+
+    An example that appears in several bands is one tuple object, and examples of several nodes
+    at the same place share one tokens view. torch.save (through pickle's memo) writes each object
+    once, which matters because a view costs about 64 bytes of pickle (torch 2.13), more than the
+    data of a 33-token float16 example.
+    """
     joined = torch.cat(value_pieces)
-    buffer = joined.to(value_storage_dtype(joined))
-    starts = [0]
-    for piece in value_pieces:
-        starts.append(starts[-1] + piece.numel())
+    value_buffer = joined.to(value_storage_dtype(joined))
+    token_views: dict[tuple[int, int], torch.Tensor] = {}
+    examples = []
+    offset = 0
+    for start, end, position in cuts:
+        if (start, end) not in token_views:
+            token_views[start, end] = token_buffer[start:end]
+        values = value_buffer[offset : offset + end - start]
+        examples.append((token_views[start, end], values, position))
+        offset += end - start
     for per_node in samples.values():
         for bands in per_node.values():
-            for pair in bands.values():
-                for side in pair:
-                    for index, (tokens, piece, position) in enumerate(side):
-                        values = buffer[starts[piece] : starts[piece + 1]]
-                        side[index] = (tokens, values, position)
+            for fraction, pair in bands.items():
+                bands[fraction] = [[examples[number] for number in side] for side in pair]

@@ -8,7 +8,9 @@ readers halve them once. Every loss inside `prune_config` and `sweep.json` is
 per sequence and has `per_sequence` in its key.
 
 Keys beyond the upstream format: `ablation_means` (location -> mean activation)
-and `task_sample_lengths` (the real length of each task sample).
+and `task_sample_lengths` (the real length of each task sample). Stored
+activations are float16 and example tokens int16 when the values fit
+(`value_storage_dtype`, `token_storage_dtype`), which halves the largest files.
 
 `sweep.json` (one per sweep folder) records the loss-versus-k curve:
 {"model", "task", "method", "num_total_nodes", "k_optim", "target_loss_per_sequence",

@@ -1,0 +1,70 @@
+"""The circuit page's data layer reads circuits written by the pruner, in their compact storage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_store import MODEL
+
+from inference.gpt import load_model
+from pruning.config import PruneConfig
+from pruning.means import compute_means
+from pruning.pipeline import PruneSetup
+from pruning.run import rank_by_mask_training, run_sweep
+from registry.tasks import get_task
+
+TASK = "single_double_quote"
+
+
+@pytest.fixture
+def pruned_store(store_copy):
+    """The tiny store with a prune_v4 sweep of the tiny model written by the pruner."""
+    model = load_model(str(store_copy / "models" / MODEL))
+    windows = torch.randint(0, 2047, (4, 32), generator=torch.Generator().manual_seed(0))
+    setup = PruneSetup(
+        model=model,
+        task=get_task(TASK),
+        means=compute_means(model, windows),
+        config=PruneConfig(
+            n_steps=4,
+            n_search_pairs=16,
+            n_eval_pairs=16,
+            n_node_ablation_pairs=2,
+            n_task_sample_pairs=2,
+        ),
+        model_name=MODEL,
+        windows=windows,
+        progress=False,
+    )
+    run_sweep(setup, rank_by_mask_training(setup), store_root=store_copy, ks=[12])
+    viz = torch.load(
+        store_copy / "viz" / MODEL / TASK / "prune_v4" / "12" / "viz_data.pt", weights_only=True
+    )
+    return viz
+
+
+def test_examples_of_pruned_file_render(pruned_store):
+    from webapp.circuit_data import node_examples
+
+    location, ids = next(
+        (loc, ids) for loc, ids in pruned_store["circuit_data"].items() if len(ids)
+    )
+    node = f"{location}:{int(ids[0])}"
+    rows = node_examples(MODEL, TASK, "prune_v4", "12", node, "0.001")
+    assert len(rows["top"]) == len(rows["bottom"]) == 1  # 4 x 32 positions: one per 0.1% band
+    for row in rows["top"] + rows["bottom"]:
+        assert len(row["tokens"]) == len(row["values"])
+        assert all(isinstance(value, float) for value in row["values"])
+        assert 0 <= row["highlight"] < len(row["tokens"])
+
+
+def test_task_heatmap_of_pruned_file_renders(pruned_store):
+    from webapp.circuit_data import node_task_heatmap
+
+    location, ids = next(
+        (loc, ids) for loc, ids in pruned_store["circuit_data"].items() if len(ids)
+    )
+    rows = node_task_heatmap(MODEL, TASK, "prune_v4", "12", f"{location}:{int(ids[0])}")
+    lengths = pruned_store["task_sample_lengths"].tolist()
+    assert [len(row["values"]) for row in rows] == lengths
+    assert all(isinstance(value, float) for row in rows for value in row["values"])
