@@ -254,7 +254,13 @@ def attention_figure(
         colorbar={"thickness": 12},
         **colours,
     )
-    axis = {"tickmode": "array", "tickvals": positions, "ticktext": ticks, "tickfont_size": 9}
+    axis = {
+        "tickmode": "array",
+        "tickvals": positions,
+        "ticktext": ticks,
+        "tickfont_size": 9,
+        "automargin": True,
+    }
     figure = go.Figure(heatmap)
     figure.update_xaxes(title_text="key", tickangle=-90, showgrid=False, **axis)
     figure.update_yaxes(title_text="query", autorange="reversed", showgrid=False, **axis)
