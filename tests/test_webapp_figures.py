@@ -87,6 +87,12 @@ def test_activation_figure_colours_sign():
     assert bar.marker.color[0] != bar.marker.color[1]
 
 
+def test_activation_figure_hover_escapes_tokens():
+    # Plotly renders tags in hover text, so a token such as "<b>" must reach it as entities.
+    figure = figures.activation_figure(["<b>", " x\n"], [1.0, 2.0], "node")
+    assert list(figure.data[0].hovertext) == ["&lt;b&gt;", "\u00b7x\u21b5"]
+
+
 def test_visible_whitespace_marks():
     assert heatmap.visible_whitespace(" if\tx\r\n") == "\u00b7if\u2192x\u240d\u21b5\n"
     assert heatmap.visible_whitespace("\\xe2\\x80") == "\\xe2\\x80"

@@ -218,7 +218,7 @@ def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str
         go.Bar(
             x=list(range(len(values))),
             y=list(values),
-            hovertext=list(tokens),
+            hovertext=[plotly_token_text(token) for token in tokens],
             hovertemplate="position %{x}: %{hovertext}<br>activation %{y:.4g}<extra></extra>",
             marker_color=["#2166ac" if v >= 0 else "#b2182b" for v in values],
         )
