@@ -10,7 +10,7 @@ Steps, for each task:
    --min-accuracy of the pairs right. The other tasks are skipped, and the report gives the reason.
 2. On the sparse model, train the node masks and bisect k for the smallest circuit that reaches
    --target-loss (per-sequence task loss on train pairs), as `python -m pruning prune` does.
-   The time of these two steps is the "k search" time; the ablation means are computed once per
+   The time of these two steps is the "k search" time. The ablation means are computed once per
    model (and cached on disk) before any timing starts.
 3. Run the same bisection on the gradient-attribution scores (`pruning.attribution`), the
    baseline that learned masks should beat: target at most half its nodes at the same loss.
@@ -44,9 +44,12 @@ QUICK_SEARCH_PAIRS = 64  # train pairs per k-search evaluation with --quick
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+    # Which models.
     parser.add_argument(
         "--store",
         type=Path,
@@ -63,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="prune the dense model too (step 4)",
     )
+
+    # Which tasks, and the search settings.
     parser.add_argument(
         "--tasks", nargs="+", default=None, help="task names (default: every registered task)"
     )
@@ -87,9 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)"
     )
+
+    # Output.
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per task, then a summary object"
     )
+
     args = parser.parse_args(argv)
     check_args(parser, args)
     return args

@@ -179,7 +179,7 @@ def first_page(session: requests.Session, server: Server) -> float:
     """Wait until the server responds to `/`, then load the page as a browser does; return seconds.
 
     The browser's requests for the first page are the HTML, the layout, the callback list and the
-    routing callback that renders the page; static JS and CSS files are not requested.
+    routing callback that renders the page. Static JS and CSS files are not requested.
     """
     base = server.base
     while True:

@@ -5,7 +5,7 @@ callback, then the page's circuit, graph, sweep and node callbacks. After that, 
 3 s, it moves the edge threshold, clicks graph nodes, runs the per-token page on a task sample, or
 opens one of the two pages again. Static JS and CSS files are not requested, because browsers cache them.
 
-A callback counts as failed when the HTTP status is not 200 or the response lacks its output; an
+A callback counts as failed when the HTTP status is not 200 or the response lacks its output. An
 exception inside a user counts as an error too. The statistics are reset after `--warmup` seconds,
 so the figures cover `--duration` seconds of steady load.
 
