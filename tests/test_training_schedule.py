@@ -15,6 +15,20 @@ def test_density_anneals_linearly_then_holds():
     assert density_at(99, total, target, anneal_frac=0.5) == pytest.approx(target)
 
 
+def test_density_continues_from_start_density():
+    total, start, target = 100, 1 / 8, 1 / 16
+    assert density_at(0, total, target, 0.5, start_density=start) == pytest.approx(
+        start - (start - target) / 50
+    )
+    assert density_at(49, total, target, 0.5, start_density=start) == pytest.approx(target)
+    assert density_at(99, total, target, 0.5, start_density=start) == pytest.approx(target)
+
+
+def test_density_rejects_start_below_target():
+    with pytest.raises(ValueError, match="start_density"):
+        density_at(0, 100, 0.25, anneal_frac=0.5, start_density=0.125)
+
+
 def test_density_without_anneal_is_target():
     assert density_at(0, 100, 0.2, anneal_frac=0.0) == 0.2
 
@@ -38,3 +52,12 @@ def test_lr_scales_with_inverse_sqrt_density():
 def test_density_rejects_zero_target():
     with pytest.raises(ValueError, match="target_density"):
         density_at(0, 100, 0.0, anneal_frac=0.5)
+
+
+def test_train_config_rejects_start_density_outside_range():
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="start_density.*0.125"):
+        TrainConfig(target_density=0.125, start_density=0.0625)
+    with pytest.raises(ValueError, match="start_density"):
+        TrainConfig(target_density=0.125, start_density=1.5)

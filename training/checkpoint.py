@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from training.config import RunConfig
+from training.config import RunConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,17 @@ def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> Non
         "lr",
         "target_density",
         "anneal_frac",
+        "start_density",
         "warmup_frac",
         "batch_size",
     )
-    changed = [key for key in schedule_keys if saved["train"].get(key) != current["train"][key]]
+    # A checkpoint written before a setting existed ran with that setting's default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = [
+        key
+        for key in schedule_keys
+        if saved["train"].get(key, defaults[key]) != current["train"][key]
+    ]
     if changed:
         raise ValueError(f"cannot resume: schedule settings {changed} differ from the checkpoint")
 

@@ -49,7 +49,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_rms_clip: float = 1.0  # clip the root-mean-square of all gradient entries to this
     target_density: float = 1.0  # fraction of each sparse tensor's entries kept at the end
-    anneal_frac: float = 0.5  # fraction of the steps over which density falls from 1 to target
+    anneal_frac: float = 0.5  # fraction of the steps over which density falls to target
+    start_density: float = 1.0  # density at step 0; below 1 to continue a sparse init_from model
     min_per_row: int = 4  # entries every row of a 2-D weight keeps
     num_threads: int = 2  # torch CPU threads (per process under torchrun)
     device: str = "cpu"  # "cpu" or "cuda"; under torchrun each process uses GPU LOCAL_RANK
@@ -64,6 +65,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.target_density <= 1.0:
             raise ValueError(f"target_density must be in (0, 1], got {self.target_density}")
+        if not self.target_density <= self.start_density <= 1.0:
+            raise ValueError(
+                f"start_density must be between target_density ({self.target_density}) and 1, "
+                f"got {self.start_density}"
+            )
         if not 0.0 <= self.anneal_frac <= 1.0:
             raise ValueError(f"anneal_frac must be in [0, 1], got {self.anneal_frac}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:

@@ -172,7 +172,9 @@ def train_step(state: TrainState, run: RunConfig, train_tokens: torch.Tensor, sp
     """Run one optimizer step and the projection; return the step's loss, lr and density."""
     train = run.train
     position = schedule_position(state, run)
-    density = density_at(position, train.max_steps, train.target_density, train.anneal_frac)
+    density = density_at(
+        position, train.max_steps, train.target_density, train.anneal_frac, train.start_density
+    )
     lr = lr_at(position, train.max_steps, train.lr, train.warmup_frac, density)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
