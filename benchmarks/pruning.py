@@ -192,12 +192,24 @@ class Model:
     def name(self) -> str:
         return self.loaded.name
 
-    def accuracy(self, task_name: str) -> float:
+    def task(self, task_name: str):
         from registry.tasks import get_task
+
+        return get_task(task_name, self.loaded.model.config.tokenizer_name)
+
+    def longest_prompt(self, task_name: str) -> int:
+        """Return the token count of the task's longest sequence, train and test pairs."""
+        task = self.task(task_name)
+        return max(
+            len(sequence)
+            for pair in task.xs + task.xs_test
+            for sequence in (pair.inputs, pair.patch_from_inputs)
+        )
+
+    def accuracy(self, task_name: str) -> float:
         from training.evaluate import task_accuracy
 
-        task = get_task(task_name, self.loaded.model.config.tokenizer_name)
-        return task_accuracy(self.loaded.model, task).pair_accuracy
+        return task_accuracy(self.loaded.model, self.task(task_name)).pair_accuracy
 
     def setup(self, task_name: str):
         from pruning.run import setup_task
@@ -208,6 +220,14 @@ class Model:
 def benchmark_task(task_name: str, sparse: Model, dense: Model | None, min_accuracy: float) -> dict:
     """Run steps 1-4 of the module docstring on one task and return its row."""
     row: dict = {"task": task_name, "sparse_model": sparse.name}
+    block_size = sparse.loaded.model.config.block_size
+    longest = sparse.longest_prompt(task_name)
+    if longest > block_size:
+        row["sparse_accuracy"] = None
+        row["skipped"] = (
+            f"its longest prompt has {longest} tokens, over {sparse.name}'s block_size {block_size}"
+        )
+        return row
     row["sparse_accuracy"] = sparse.accuracy(task_name)
     if row["sparse_accuracy"] < min_accuracy:
         row["skipped"] = (
@@ -259,7 +279,9 @@ HEADER = (
 
 def format_row(row: dict) -> str:
     if "skipped" in row:
-        return f"{row['task']:<28} {row['sparse_accuracy']:>6.1%}  skipped: {row['skipped']}"
+        accuracy = row["sparse_accuracy"]
+        accuracy_text = "-" if accuracy is None else f"{accuracy:.1%}"
+        return f"{row['task']:<28} {accuracy_text:>6}  skipped: {row['skipped']}"
     learned, attribution = row["learned"], row["attribution"]
     dense = row.get("dense")
     cells = [
@@ -276,11 +298,12 @@ def format_row(row: dict) -> str:
     return " ".join(cells)
 
 
-def summary(rows: list[dict]) -> dict:
+def summary(rows: list[dict], quick: bool = False) -> dict:
     """Return the pass counts of the three targets and the geometric mean edge ratio."""
     pruned = [row for row in rows if "skipped" not in row]
     edge_ratios = [row["edge_ratio"] for row in pruned if row.get("edge_ratio")]
     return {
+        "quick": quick,
         "tasks_pruned": len(pruned),
         "tasks_skipped": len(rows) - len(pruned),
         "node_ratio_target": NODE_RATIO_TARGET,
@@ -316,6 +339,11 @@ def print_report(rows: list[dict], result: dict, args) -> None:
         f"tasks where both circuits reach the target: {mean_text} (target > 1)"
     )
     print("  * = no circuit reached the target loss; k is then every node")
+    if result["quick"]:
+        print(
+            f"  --quick: {QUICK_STEPS} mask steps and {QUICK_SEARCH_PAIRS} search pairs; circuit "
+            "sizes and times are a smoke test, not representative: rerun without --quick"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         row = benchmark_task(task_name, sparse, dense, args.min_accuracy)
         rows.append(row)
         print(json.dumps(row) if args.json else format_row(row), flush=True)
-    result = summary(rows)
+    result = summary(rows, quick=args.quick)
     if args.json:
         print(json.dumps({"summary": result}))
     else:

@@ -92,3 +92,17 @@ def test_benchmark_rejects_unknown_task(bench_script, tiny_store, capsys):
             ["--store", str(tiny_store), "--sparse-model", MODEL, "--no-dense", "--tasks", "nope"]
         )
     assert "unknown --tasks ['nope']" in capsys.readouterr().err
+
+
+def test_benchmark_skips_task_longer_than_context(bench_script, tiny_store, capsys):
+    # The tiny model's block_size is 64; else_elif's longest prompt is over 70 tokens.
+    arguments = ["--store", str(tiny_store), "--sparse-model", MODEL, "--no-dense"]
+    assert (
+        bench_script.main([*arguments, "--tasks", "else_elif", "--quick", "--min-accuracy", "0"])
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.startswith("else_elif"))
+    assert "skipped: its longest prompt has" in row
+    assert "over tiny_sparse's block_size 64" in row.replace(MODEL, "tiny_sparse")
+    assert any("--quick" in line and "not representative" in line for line in lines)
