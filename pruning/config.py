@@ -30,6 +30,7 @@ class PruneConfig:
     grad_clip: float = 1.0  # max L2 norm of the tau gradient
     target_loss: float = 0.15  # per-sequence task loss that the k search aims for
     n_lbfgs_steps: int = 16  # steps of the logit scale+shift fit
+    max_logit_scale: float = 10.0  # upper bound of the fitted scale (an unbounded one can diverge)
     n_search_pairs: int = 256  # train pairs used to evaluate circuits during the k search
     n_eval_pairs: int = 128  # test pairs for every reported loss (capped at the test split size)
     n_node_ablation_pairs: int = 32  # test pairs for the per-node and per-block ablation losses
@@ -50,6 +51,10 @@ class PruneConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.max_logit_scale <= 1.0:
+            raise ValueError(
+                f"max_logit_scale={self.max_logit_scale} must be above 1 (the identity scale)"
+            )
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ValueError(f"warmup_frac={self.warmup_frac} must be in [0, 1)")
         if not 0.0 < self.beta2 < 1.0:

@@ -10,6 +10,7 @@ the pair), following the upstream convention.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,24 +122,37 @@ def sequence_losses(
 
 
 def fit_logit_calibration(
-    pair_logits: torch.Tensor, batch: PairBatch, n_steps: int
+    pair_logits: torch.Tensor, batch: PairBatch, n_steps: int, max_scale: float = 10.0
 ) -> tuple[float, float]:
-    """Fit a scale and shift of the [target, alt] logits with LBFGS, minimizing the mean loss."""
-    pair_logits = pair_logits.detach().double()
-    scale = torch.ones((), dtype=torch.float64, requires_grad=True)
-    shift = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    """Fit a scale in (0, max_scale) and a shift of the [target, alt] logits with LBFGS.
+
+    The scale is ``max_scale * sigmoid(u)``: when the circuit separates every train pair, the
+    unbounded fit would grow the scale without limit, and one wrong test pair would then cost
+    billions of nats. The fit keeps (1, 0) unless it lowers the mean train loss.
+    """
+    if max_scale <= 1.0:
+        raise ValueError(f"max_scale must be above 1 (the identity scale), got {max_scale}")
     if n_steps == 0:
         return 1.0, 0.0
-    optimizer = torch.optim.LBFGS([scale, shift], lr=1.0, max_iter=n_steps)
+    pair_logits = pair_logits.detach().double()
+    u = torch.full((), -math.log(max_scale - 1.0), dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([u, shift], lr=1.0, max_iter=n_steps)
+
+    def train_loss():
+        return sequence_losses(pair_logits, batch, max_scale * torch.sigmoid(u), shift).mean()
 
     def closure():
         optimizer.zero_grad()
-        loss = sequence_losses(pair_logits, batch, scale, shift).mean()
+        loss = train_loss()
         loss.backward()
         return loss
 
+    before = float(train_loss())
     optimizer.step(closure)
-    scale, shift = scale.detach(), shift.detach()
-    if not (torch.isfinite(scale) and torch.isfinite(shift)):
+    with torch.no_grad():
+        after = float(train_loss())
+        scale = float(max_scale * torch.sigmoid(u))
+    if not (math.isfinite(after) and math.isfinite(float(shift)) and after < before):
         return 1.0, 0.0
-    return float(scale), float(shift)
+    return scale, float(shift)

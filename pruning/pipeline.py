@@ -100,7 +100,10 @@ def evaluate_circuit(setup: PruneSetup, circuit) -> dict:
     model, means = setup.model, setup.means
     train_logits = circuit_pair_logits(model, circuit, means, setup.search_batch)
     scale, shift = fit_logit_calibration(
-        train_logits, setup.search_batch, setup.config.n_lbfgs_steps
+        train_logits,
+        setup.search_batch,
+        setup.config.n_lbfgs_steps,
+        max_scale=setup.config.max_logit_scale,
     )
     test_logits = circuit_pair_logits(model, circuit, means, setup.eval_batch)
     return {

@@ -167,6 +167,25 @@ def test_calibration_lowers_loss():
     assert shift < 0.0
 
 
+def test_calibration_scale_stays_bounded_on_separable_pairs():
+    # Every train pair is right by a wide margin: the unbounded fit grew the scale to ~1e9, and
+    # one wrong test pair then cost billions of nats (else_elif at k=16 in the embedded store).
+    batch = make_batch([Datapoint([1], [2], 5, 6)] * 4, block_size=8)
+    pair_logits = torch.tensor([[3.0, 0.0]] * 4 + [[0.0, 3.0]] * 4)
+    scale, shift = fit_logit_calibration(pair_logits, batch, n_steps=50, max_scale=10.0)
+    assert 1.0 < scale <= 10.0
+    wrong = torch.tensor([[0.0, 2.0]] * 4 + [[0.0, 3.0]] * 4)  # the inputs now prefer alt
+    assert sequence_losses(wrong, batch, scale, shift).max().item() < 10.0 * 2.0 + 1.0
+
+
+def test_calibration_keeps_identity_when_fit_does_not_help():
+    batch = make_batch([Datapoint([1], [2], 5, 6)] * 2, block_size=8)
+    pair_logits = torch.zeros(4, 2)  # no information: (1, 0) is already optimal
+    assert fit_logit_calibration(pair_logits, batch, n_steps=16) == (1.0, 0.0)
+    with pytest.raises(ValueError, match="max_scale"):
+        fit_logit_calibration(pair_logits, batch, n_steps=16, max_scale=1.0)
+
+
 def test_circuit_from_scores_top_k_and_ties():
     config = GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, d_model=4, d_mlp=4)
     scores = {loc: torch.zeros(4) for loc in circuit_from_scores(config, _zeros(config), 0)}
