@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {bpe,train,eval-tasks} ...``.
+"""Command line: ``python -m training {bpe,train,eval-tasks,join-curves} ...``.
 
 ``train`` also runs under ``torchrun --nproc_per_node=N -m training train PRESET``, with N processes
 on each machine and several machines joined by ``--nnodes`` and ``--rdzv_endpoint``.
@@ -97,6 +97,29 @@ def _run_eval_tasks(args: argparse.Namespace) -> None:
         )
 
 
+def _add_join_curves_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "join-curves", help="join the progress.json of a run and of its init_from continuation"
+    )
+    parser.add_argument("first", type=Path, help="progress.json of the first stage")
+    parser.add_argument("second", type=Path, help="progress.json of the run that continued it")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the joined curve")
+
+
+def _run_join_curves(args: argparse.Namespace) -> None:
+    import json
+
+    from training.checkpoint import join_progress
+
+    for path in (args.first, args.second):
+        if not path.is_file():
+            raise SystemExit(f"{path} is not a file; pass two progress.json paths")
+    records = join_progress(args.first, args.second)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(record) + "\n" for record in records))
+    logger.info("wrote %d records to %s", len(records), args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with one subcommand per task."""
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
@@ -105,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bpe_parser(subparsers)
     _add_train_parser(subparsers)
     _add_eval_tasks_parser(subparsers)
+    _add_join_curves_parser(subparsers)
     return parser
 
 
@@ -127,7 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen subcommand."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    commands = {"bpe": _run_bpe, "train": _run_train, "eval-tasks": _run_eval_tasks}
+    commands = {
+        "bpe": _run_bpe,
+        "train": _run_train,
+        "eval-tasks": _run_eval_tasks,
+        "join-curves": _run_join_curves,
+    }
     commands[args.command](args)
 
 

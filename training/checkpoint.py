@@ -117,3 +117,25 @@ def append_progress(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
+
+
+def join_progress(first: Path, second: Path) -> list[dict[str, Any]]:
+    """Return the records of two consecutive runs as one curve.
+
+    ``second`` continued the model that ``first`` ended with (``train.init_from``): its step,
+    tokens and elapsed_s count on from the last record of ``first``.
+    """
+    head = [json.loads(line) for line in first.read_text().splitlines() if line.strip()]
+    tail = [json.loads(line) for line in second.read_text().splitlines() if line.strip()]
+    if not head:
+        raise ValueError(f"{first} holds no progress records; pass the first stage's progress.json")
+    last = head[-1]
+    offsets = {key: last[key] for key in ("step", "tokens", "elapsed_s") if key in last}
+    joined = []
+    for record in tail:
+        moved = dict(record)
+        for key, offset in offsets.items():
+            if key in moved:
+                moved[key] = moved[key] + offset
+        joined.append(moved)
+    return head + joined
