@@ -148,7 +148,8 @@ def fit_logit_calibration(
         loss.backward()
         return loss
 
-    before = float(train_loss())
+    with torch.no_grad():
+        before = float(train_loss())
     optimizer.step(closure)
     with torch.no_grad():
         after = float(train_loss())

@@ -38,7 +38,7 @@ from pruning.importances import (
     node_ablation_losses,
     task_sample_activations,
 )
-from pruning.search import circuit_from_scores, circuit_pair_logits, circuit_size
+from pruning.search import circuit_from_scores, circuit_loss, circuit_pair_logits, circuit_size
 from pruning.vizdata import count_edges, stored_loss
 from registry.tasks import Task
 
@@ -141,6 +141,9 @@ def build_viz_data(
         calibration = {"scale": result["logit_scale"], "shift": result["logit_shift"]}
     exact = circuit_size(circuit) <= cfg.max_exact_node_ablations
     with phase("node ablations", timings):
+        # The node and block losses use the first n_node_ablation_pairs test pairs, so their
+        # deltas must be taken against the circuit's loss on those same pairs, not interv_loss.
+        node_base_loss = circuit_loss(model, circuit, means, setup.node_batch, **calibration)
         if exact:
             node_losses = node_ablation_losses(
                 model, circuit, means, setup.node_batch, progress=setup.progress, **calibration
@@ -176,6 +179,7 @@ def build_viz_data(
         "eval_split": "test",
         "n_eval_pairs": len(setup.eval_pairs),
         "node_ablation_pairs": cfg.n_node_ablation_pairs,
+        "node_ablation_base_loss_per_sequence": node_base_loss,
         "ch_interv_losses_method": "exact" if exact else "first_order",
         "n_detailed_nodes": circuit_size(detailed),
         "logit_scale": result["logit_scale"],
@@ -196,6 +200,9 @@ def build_viz_data(
             "beeg_model_config": model.config.to_dict(),
             "loss": stored_loss(setup.full_loss),
             "interv_loss": stored_loss(result["loss"]),
+            # Circuit loss on the node-ablation pairs: subtract this from ch_interv_losses
+            # and layer_interv_losses for each node's and block's delta.
+            "node_ablation_base_loss": stored_loss(node_base_loss),
             "ch_interv_losses": {
                 loc: [stored_loss(x) for x in losses] for loc, losses in node_losses.items()
             },

@@ -10,7 +10,8 @@ activation, written by this project's pruner) and `task_sample_lengths`.
 Two corrections of the stored data happen here, once, so that nothing downstream repeats them:
 - Task losses are stored as the sum of the losses of the two sequences of a datapoint pair, so
   they are 2x the per-sequence loss. `per_sequence_loss` halves `importances.loss`,
-  `interv_loss`, `ch_interv_losses`, `layer_interv_losses` and `all_loss`. Every viz_data.pt
+  `interv_loss`, `node_ablation_base_loss` (when present), `ch_interv_losses`,
+  `layer_interv_losses` and `all_loss`. Every viz_data.pt
   uses the doubled convention, including the ones this project's pruner writes.
 - Some released files store `pair_data` as one list per worker process instead of one flat
   list; `flatten_pair_data` joins them.
@@ -278,6 +279,10 @@ def _normalise_importances(importances: Any, source: str) -> dict:
     try:
         importances["loss"] = per_sequence_loss(importances["loss"])
         importances["interv_loss"] = per_sequence_loss(importances["interv_loss"])
+        if "node_ablation_base_loss" in importances:  # written by this project's pruner
+            importances["node_ablation_base_loss"] = per_sequence_loss(
+                importances["node_ablation_base_loss"]
+            )
         for key in ("ch_interv_losses", "layer_interv_losses"):
             losses = _check_dict(importances[key], source, f"importances.{key}")
             importances[key] = {name: per_sequence_loss(loss) for name, loss in losses.items()}

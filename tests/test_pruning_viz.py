@@ -14,9 +14,11 @@ from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
 from pruning.__main__ import main
 from pruning.config import PruneConfig
+from pruning.data import make_batch
 from pruning.means import cached_means, cached_validation_windows, compute_means
 from pruning.pipeline import PruneSetup
 from pruning.run import rank_by_attribution, rank_by_mask_training, run_sweep
+from pruning.search import circuit_loss
 from pruning.verify import losses_match, random_circuit, verify_viz_data
 from registry.tasks import get_task
 
@@ -97,6 +99,7 @@ def test_viz_data_has_every_field(sweep_result):
         "beeg_model_config",
         "loss",
         "interv_loss",
+        "node_ablation_base_loss",
         "ch_interv_losses",
         "layer_interv_losses",
         "pair_data",
@@ -139,6 +142,24 @@ def test_node_and_block_losses_match_circuit(sweep_result):
         assert len(node_losses[loc]) == ids.numel()
     expected_blocks = {f"{i}.{b}" for i in range(model.config.n_layer) for b in ("attn", "mlp")}
     assert set(viz["importances"]["layer_interv_losses"]) == expected_blocks
+
+
+def test_node_ablation_base_loss_is_circuit_loss_on_node_pairs(sweep_result):
+    store, model, _ = sweep_result
+    viz = load(store, 4)
+    prune_config = viz["prune_config"]
+    means = {loc: mean.float() for loc, mean in viz["ablation_means"].items()}
+    batch = make_batch(get_task(TASK).xs_test[:4], model.config.block_size)
+    expected = circuit_loss(
+        model,
+        viz["circuit_data"],
+        means,
+        batch,
+        scale=prune_config["logit_scale"],
+        shift=prune_config["logit_shift"],
+    )
+    assert prune_config["node_ablation_base_loss_per_sequence"] == pytest.approx(expected, rel=1e-5)
+    assert viz["importances"]["node_ablation_base_loss"] == pytest.approx(2 * expected, rel=1e-3)
 
 
 def test_pair_data_shapes_and_bias(sweep_result):

@@ -68,3 +68,30 @@ def test_task_heatmap_of_pruned_file_renders(pruned_store):
     lengths = pruned_store["task_sample_lengths"].tolist()
     assert [len(row["values"]) for row in rows] == lengths
     assert all(isinstance(value, float) for row in rows for value in row["values"])
+
+
+def test_importances_are_deltas_on_the_node_ablation_pairs(pruned_store, store_copy):
+    # Node losses come from 2 pairs, interv_loss from 16: subtracting interv_loss would shift every
+    # importance by the same constant, so each delta must use the 2-pair circuit loss. The tiny
+    # model sits at chance on both, so the stored base is moved to tell the two apart.
+    import os
+
+    from webapp.circuit_data import load_circuit
+
+    importances = pruned_store["importances"]
+    base = float(importances["node_ablation_base_loss"]) + 0.25
+    importances["node_ablation_base_loss"] = base
+    path = store_copy / "viz" / MODEL / TASK / "prune_v4" / "12" / "viz_data.pt"
+    torch.save(pruned_store, path)
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))
+
+    payload = load_circuit(MODEL, TASK, "prune_v4", "12")
+    base = base / 2  # the file stores pair sums; the reader gives per-sequence losses
+    assert base != pytest.approx(payload["interv_loss"])
+    node_losses = importances["ch_interv_losses"]
+    for node in payload["nodes"]:
+        kept = pruned_store["circuit_data"][node["location"]].tolist()
+        expected = float(node_losses[node["location"]][kept.index(node["index"])]) / 2 - base
+        assert node["importance"] == pytest.approx(expected)
+    for block, loss in importances["layer_interv_losses"].items():
+        assert payload["block_deltas"][block] == pytest.approx(float(loss) / 2 - base)

@@ -63,7 +63,10 @@ def _circuit_payload(relpath: str, identity: FileIdentity) -> dict[str, Any]:
     n_head = int(config["n_head"])
     d_head = int(config.get("d_head") or int(config["d_model"]) // n_head)
     interv_loss = float(importances["interv_loss"])
-    nodes = _nodes(viz.circuit_data, importances["ch_interv_losses"], interv_loss)
+    # Node and block losses may come from fewer pairs than interv_loss; files written by
+    # `pruning` store the circuit loss on those pairs. Files without it use interv_loss.
+    base_loss = float(importances.get("node_ablation_base_loss", interv_loss))
+    nodes = _nodes(viz.circuit_data, importances["ch_interv_losses"], base_loss)
     return {
         "n_layer": int(config["n_layer"]),
         "n_head": n_head,
@@ -73,7 +76,7 @@ def _circuit_payload(relpath: str, identity: FileIdentity) -> dict[str, Any]:
         "interv_loss": interv_loss,
         "search_losses": [[float(step), float(loss)] for step, loss in viz.all_loss],
         "block_deltas": {
-            name: float(value) - interv_loss
+            name: float(value) - base_loss
             for name, value in importances["layer_interv_losses"].items()
         },
         "num_total_nodes": int(viz.num_total_nodes),
@@ -82,7 +85,7 @@ def _circuit_payload(relpath: str, identity: FileIdentity) -> dict[str, Any]:
     }
 
 
-def _nodes(circuit_data: dict, ch_interv_losses: dict, interv_loss: float) -> list[dict]:
+def _nodes(circuit_data: dict, ch_interv_losses: dict, base_loss: float) -> list[dict]:
     """Build one dict per kept node, with importance = loss rise when it is ablated too, or None."""
     nodes = []
     for location, kept in circuit_data.items():
@@ -93,7 +96,7 @@ def _nodes(circuit_data: dict, ch_interv_losses: dict, interv_loss: float) -> li
         for position, index in enumerate(_as_list(kept)):
             importance = None
             if position < len(losses):
-                importance = float(losses[position]) - interv_loss
+                importance = float(losses[position]) - base_loss
             nodes.append(
                 {
                     "id": f"{location}:{int(index)}",
