@@ -276,11 +276,12 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
 
 def test_node_card_links_to_per_token(webapp_context):
     circuit = _page("circuit")
-    assert circuit.per_token_href(MODEL, "single_double_quote", "0.attn.q:4") == (
-        f"/per-token?model={MODEL}&task=single_double_quote&node=0.attn.q:4"
+    href = circuit.per_token_href(MODEL, "single_double_quote", SWEEP, "64", "0.attn.q:4")
+    assert href == (
+        f"/per-token?model={MODEL}&task=single_double_quote&sweep={SWEEP}&k=64&node=0.attn.q:4"
     )
-    # A task the per-token page does not know falls back to typed text.
-    assert circuit.per_token_href(MODEL, TASK, "0.attn.q:4") == (
+    # A task the per-token page does not know falls back to typed text, on another circuit.
+    assert circuit.per_token_href(MODEL, TASK, SWEEP, "64", "0.attn.q:4") == (
         f"/per-token?model={MODEL}&node=0.attn.q:4&source=text"
     )
 

@@ -272,7 +272,7 @@ def show_node(node, fraction, style_inputs, model, task, sweep, k):
         ]
     )
     return (
-        node_card(details, per_token_href(model, task, str(key))),
+        node_card(details, per_token_href(model, task, sweep, k, str(key))),
         render_heatmap(heatmap, element_id="circuit-task-heatmap"),
         example_columns,
         graph.build_stylesheet(*base, selected=str(key)),
@@ -293,11 +293,16 @@ def _style_base(style_inputs) -> tuple[float, float, float]:
     return tuple(float(style_inputs[field]) for field in fields)
 
 
-def per_token_href(model: str, task: str, node: str) -> str:
-    """Link to the per-token page for `node`, on the circuit's task when that page knows it."""
+def per_token_href(model: str, task: str, sweep: str, k: str, node: str) -> str:
+    """Build the per-token page link for `node`, on the circuit's task when the task registry lists it.
+
+    With the task, the link keeps `sweep` and `k`, so the per-token predictions run the same
+    circuit. Without it, the per-token page predicts with another task's circuit, so the link
+    leaves them out.
+    """
     state = ViewState(model=model, node=node, source="text")
     if task in list_task_names():
-        state = ViewState(model=model, node=node, source="task", task=task)
+        state = ViewState(model=model, node=node, source="task", task=task, sweep=sweep, k=k)
     return "/per-token" + to_query_string(state)
 
 
