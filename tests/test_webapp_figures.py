@@ -144,6 +144,20 @@ def test_sweep_figure_range_covers_points_and_k():
     assert math.log10(100) < high < math.log10(1000)
 
 
+def test_sweep_figure_reference_losses_in_legend():
+    points = [{"k": 4, "loss_per_sequence": 0.5}, {"k": 64, "loss_per_sequence": 0.1}]
+    figure = figures.sweep_figure(points, 0.05, 0.055, 16)
+    names = [trace.name for trace in figure.data]
+    assert names == ["circuit", "full model (0.05)", "target (0.055)"]
+    assert figure.layout.showlegend is True
+    # Close reference losses must not get line annotations, which would overlap.
+    texts = [annotation.text for annotation in figure.layout.annotations]
+    assert texts == ["k = 16"]
+    low, high = figure.layout.xaxis.range
+    assert list(figure.data[2].x) == pytest.approx([10**low, 10**high])
+    assert list(figure.data[2].y) == [0.055, 0.055]
+
+
 def test_sweep_figure_without_positive_k():
     figure = figures.sweep_figure([{"k": 0, "loss_per_sequence": 0.9}], None, None, None)
     assert "no points with k > 0" in figure.layout.annotations[0].text
