@@ -124,9 +124,10 @@ def test_models_layout_reports_unknown_model(webapp_context):
 
 def test_circuit_graph_losses_per_sequence(webapp_context):
     circuit = _page("circuit")
-    options, figure, style, messages = circuit.load_selected_circuit(*CIRCUIT)
+    options, figure, style, messages, legend = circuit.load_selected_circuit(*CIRCUIT)
     elements, summary = circuit.draw_graph(*CIRCUIT, 0.0)
     assert messages == []
+    assert "at least +-0.003" in legend  # 2% of the circuit loss 0.15
     nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     assert len(nodes) == len(options) == 72
     # The tiny store writes losses doubled, as upstream files are; the page shows them halved once.
@@ -181,17 +182,18 @@ def test_circuit_invalid_threshold_shows_all(webapp_context):
 @pytest.mark.parametrize(("k", "message"), [("16", "Unknown k '16'"), ("../8", "Invalid k '../8'")])
 def test_circuit_unknown_k_rejected_before_reading(webapp_context, k, message):
     circuit = _page("circuit")
-    options, _, style, messages = circuit.load_selected_circuit(MODEL, TASK, SWEEP, k)
+    options, _, style, messages, legend = circuit.load_selected_circuit(MODEL, TASK, SWEEP, k)
     elements, summary = circuit.draw_graph(MODEL, TASK, SWEEP, k, 0.0)
     assert elements == []
     assert options == []
     assert style is None
+    assert legend is None
     assert message in _text(messages)
 
 
 def test_circuit_corrupt_file_is_named(store_copy):
     (store_copy / VIZ_RELPATH).write_bytes(b"")
-    *_, messages = _page("circuit").load_selected_circuit(*CIRCUIT)
+    *_, messages, _ = _page("circuit").load_selected_circuit(*CIRCUIT)
     assert VIZ_RELPATH in _text(messages)
 
 

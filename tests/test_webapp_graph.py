@@ -124,6 +124,35 @@ def test_importance_range_includes_zero():
     assert high == 0.3
 
 
+def test_colour_range_floors_noise():
+    # A chance-level circuit whose deltas are all about -5e-5: the scale must not saturate on them.
+    noise = {
+        "interv_loss": 0.6932,
+        "nodes": [_node("0.attn.q:0", -5.5e-5), _node("0.mlp.act_in:1", -5e-5)],
+    }
+    low, high = graph.colour_range(noise)
+    assert graph.colour_floor(noise) == pytest.approx(0.02 * 0.6932)
+    assert low == pytest.approx(-0.02 * 0.6932)
+    assert high == pytest.approx(0.02 * 0.6932)
+    assert abs(-5.5e-5 / low) < 0.01  # drawn almost white, not saturated red
+
+
+def test_colour_range_keeps_large_deltas():
+    circuit = {"interv_loss": 0.03, "nodes": [_node("0.attn.q:0", 0.7), _node("0.attn.k:1", -0.2)]}
+    assert graph.colour_range(circuit) == (-0.2, 0.7)
+
+
+def test_colour_floor_absolute_minimum():
+    assert graph.colour_floor({"interv_loss": 0.0}) == graph.ABSOLUTE_COLOUR_FLOOR
+
+
+def test_colour_legend_states_floor():
+    legend = graph.colour_legend(-0.2, 0.7, 0.0139)
+    assert "up to +0.7" in legend
+    assert "down to -0.2" in legend
+    assert "at least +-0.0139 (2% of the circuit loss" in legend
+
+
 def test_stylesheet_maps_importance_and_weight():
     stylesheet = graph.build_stylesheet(-0.2, 0.5, 2.0)
     styles = {rule["selector"]: rule["style"] for rule in stylesheet}

@@ -197,6 +197,35 @@ def importance_range(circuit: dict) -> tuple[float, float]:
     return (low if low < 0 else -1e-9, high if high > 0 else 1e-9)
 
 
+# Node colours saturate at the largest |ablation delta|, but never below this fraction of the
+# circuit's task loss (or ABSOLUTE_COLOUR_FLOOR), so deltas that are noise next to the loss stay pale.
+COLOUR_FLOOR_FRACTION = 0.02
+ABSOLUTE_COLOUR_FLOOR = 1e-4
+
+
+def colour_floor(circuit: dict) -> float:
+    """Return the smallest |ablation delta| that gets a saturated node colour."""
+    return max(COLOUR_FLOOR_FRACTION * abs(circuit["interv_loss"]), ABSOLUTE_COLOUR_FLOOR)
+
+
+def colour_range(circuit: dict) -> tuple[float, float]:
+    """Return the (low, high) ablation deltas of the node colour scale, widened to +-colour_floor."""
+    low, high = importance_range(circuit)
+    floor = colour_floor(circuit)
+    return min(low, -floor), max(high, floor)
+
+
+def colour_legend(low: float, high: float, floor: float) -> str:
+    """Describe the node colour scale for the legend under the graph."""
+    return (
+        f"Colour: ablation delta, the task loss per sequence with the node ablated too minus the "
+        f"circuit's loss (blue: ablating the node raises the loss, up to {high:+.3g}; red: lowers "
+        f"it, down to {low:+.3g}). The scale spans at least +-{floor:.3g} "
+        f"({COLOUR_FLOOR_FRACTION:.0%} of the circuit loss, at least {ABSOLUTE_COLOUR_FLOOR:g}), "
+        "so deltas smaller than that stay pale. Edge width: |weight|, blue if positive, red if negative."
+    )
+
+
 def build_stylesheet(
     importance_low: float,
     importance_high: float,

@@ -90,12 +90,7 @@ def loss_panel() -> list:
 
 def graph_panel() -> list:
     """Build the cytoscape graph (elements come from a callback), its legend, PNG and JSON export."""
-    legend = html.Div(
-        "Colour: ablation delta (blue: ablating the node raises the task "
-        "loss; red: lowers it). Edge width: |weight|; blue positive, red "
-        "negative.",
-        className="text-muted small",
-    )
+    legend = html.Div(id="circuit-legend", className="text-muted small")
     download = dbc.Button(
         "Download PNG",
         id="circuit-download",

@@ -88,17 +88,19 @@ def update_selectors(model, task, sweep, k):
     Output("circuit-loss-figure", "figure"),
     Output("circuit-style-inputs", "data"),
     Output("circuit-messages", "children"),
+    Output("circuit-legend", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
 )
 def load_selected_circuit(model, task, sweep, k):
-    """Load the selected circuit: node search options, loss figure and colour ranges."""
+    """Load the selected circuit: node search options, loss figure, colour ranges and legend."""
     if None in (model, task, sweep, k):
-        return [], empty_figure(""), None, []
+        return [], empty_figure(""), None, [], None
     try:
         circuit = load_circuit(model, task, sweep, k)
     except LOAD_ERRORS as err:
         logger.warning("circuit %s/%s/%s/%s failed to load: %s", model, task, sweep, k, err)
-        return [], empty_figure("No circuit loaded."), None, message_list([str(err)], "danger")
+        messages = message_list([str(err)], "danger")
+        return [], empty_figure("No circuit loaded."), None, messages, None
 
     figure = circuit_loss_figure(
         circuit["loss"],
@@ -106,9 +108,10 @@ def load_selected_circuit(model, task, sweep, k):
         [tuple(p) for p in circuit["search_losses"]],
         circuit["block_deltas"],
     )
-    low, high = graph.importance_range(circuit)
+    low, high = graph.colour_range(circuit)
     style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
-    return graph.node_options(circuit), figure, style_inputs, []
+    legend = graph.colour_legend(low, high, graph.colour_floor(circuit))
+    return graph.node_options(circuit), figure, style_inputs, [], legend
 
 
 @callback(
