@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,32 @@ def load_sweep(model: str, task: str, sweep: str) -> dict[str, Any] | None:
         return None
     _, identity = file_identity(relpath)
     return _sweep(relpath, identity)
+
+
+def choose_default_k(model: str, task: str, sweep: str, ks: Sequence[str]) -> str | None:
+    """Choose the k to open for a sweep without a k_optim circuit, from sweep.json's losses.
+
+    Returns the smallest listed k whose loss reaches the target loss, else the listed k with the
+    lowest loss. Returns None when the sweep has no readable sweep.json or its points include none of
+    `ks`, so the page opens the first k.
+    """
+    try:
+        curve = load_sweep(model, task, sweep)
+    except (DataFileError, catalogue.CatalogueError, OSError) as err:
+        logger.warning("no default k from sweep.json of %s/%s/%s: %s", model, task, sweep, err)
+        return None
+    if curve is None:
+        return None
+    losses = {str(point["k"]): point["loss_per_sequence"] for point in curve["points"]}
+    listed = sorted((int(k), losses[k]) for k in ks if k in losses)
+    if not listed:
+        return None
+    target = curve["target_loss"]
+    if target is not None:
+        reaching = [k for k, loss in listed if loss <= target]
+        if reaching:
+            return str(reaching[0])
+    return str(min(listed, key=lambda pair: pair[1])[0])
 
 
 @cache.memoize()

@@ -16,6 +16,7 @@ from registry.catalogue import CatalogueError
 from webapp import graph
 from webapp.circuit_data import (
     check_node,
+    choose_default_k,
     load_circuit,
     load_sweep,
     node_examples,
@@ -40,7 +41,8 @@ LOAD_ERRORS = (DataFileError, CatalogueError, ValueError, KeyError)
 
 def layout(**query) -> html.Div:
     state, messages = parse_query(query)
-    selection = resolve_selection(get_store(), {level: getattr(state, level) for level in LEVELS})
+    requested = {level: getattr(state, level) for level in LEVELS}
+    selection = resolve_selection(get_store(), requested, choose_default_k)
     messages += selection.replacements + selection.problems
     return html.Div(
         [
@@ -75,7 +77,7 @@ def update_selectors(model, task, sweep, k):
     failed listings get a message, because a fallback after a change is expected.
     """
     requested = dict(zip(LEVELS, (model, task, sweep, k), strict=True))
-    selection = resolve_selection(get_store(), requested)
+    selection = resolve_selection(get_store(), requested, choose_default_k)
     return (
         *(selection.options[level] for level in LEVELS),
         *(selection.values[level] for level in LEVELS),
