@@ -172,6 +172,65 @@ def test_circuit_threshold_hides_weak_edges(webapp_context):
     assert all(abs(e["data"]["weight"]) >= 0.5 * largest for e in strong)
 
 
+def test_circuit_block_view_draws_one_block(webapp_context):
+    circuit = _page("circuit")
+    everything, _ = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0, "1.attn")
+    nodes = [e["data"]["id"] for e in elements if e.get("classes") != "row-label"]
+    nodes = [node for node in nodes if "->" not in node]
+    assert nodes
+    assert all(node.startswith("1.attn.") for node in nodes)
+    edges = [e["data"] for e in elements if "source" in e["data"]]
+    all_edges = [e["data"] for e in everything if "source" in e["data"]]
+    assert edges == [e for e in all_edges if "1.attn." in e["source"] + e["target"]]
+    assert "Block 1.attn alone" in _text(summary)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("7.mlp", "Showing the whole circuit: block '7.mlp' has no nodes in this circuit"),
+        ("1.attn.q", "Showing the whole circuit: invalid block='1.attn.q'"),
+    ],
+)
+def test_circuit_bad_block_shows_whole_circuit(webapp_context, block, message):
+    circuit = _page("circuit")
+    everything, _ = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0, block)
+    assert elements == everything
+    assert message in _text(summary)
+
+
+def test_circuit_block_options_and_reset(webapp_context):
+    circuit = _page("circuit")
+    assert circuit.list_blocks(*CIRCUIT, None) == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
+    assert circuit.list_blocks(*CIRCUIT, "7.mlp")[-1] == "7.mlp"
+    assert circuit.list_blocks(MODEL, None, None, None, None) == []
+    assert circuit.show_whole_circuit(1) is None
+
+
+def test_circuit_block_in_url(webapp_context):
+    query = _page("circuit").serialise_query(*CIRCUIT, 0.0, None, "0.001", 0, "1.mlp")
+    assert query.endswith("&block=1.mlp")
+    layout = _page("circuit").layout(model=MODEL, block="1.mlp")
+    assert "Ignored" not in _text(layout)
+    dropdown = _find_component(layout, "circuit-block")
+    assert dropdown.value == "1.mlp"
+    assert dropdown.options == ["1.mlp"]
+
+
+def _find_component(component, component_id):
+    if getattr(component, "id", None) == component_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found = _find_component(child, component_id)
+            if found is not None:
+                return found
+    return None
+
+
 def test_circuit_invalid_threshold_shows_all(webapp_context):
     circuit = _page("circuit")
     all_edges = circuit.draw_graph(*CIRCUIT, 0.0)[0]

@@ -277,3 +277,31 @@ def test_stylesheet_sizes_row_labels_from_data():
         r for r in graph.build_stylesheet(-0.2, 0.5, 2.0) if r["selector"] == "node.row-label"
     )
     assert rule["style"]["font-size"] == "data(font_size)"
+
+
+def test_circuit_blocks_in_graph_order():
+    assert graph.circuit_blocks(_circuit()) == ["0.attn", "0.mlp", "1.attn"]
+
+
+def test_block_subgraph_keeps_block_and_edges():
+    part = graph.block_subgraph(_circuit(), "0.attn")
+    ids = {node["id"] for node in part["nodes"]}
+    assert "0.mlp.post_act:30" not in ids
+    assert "1.attn.act_in:2" not in ids
+    assert {node["id"] for node in _circuit()["nodes"] if node["id"].startswith("0.attn.")} == ids
+    assert part["edges"] == _circuit()["edges"]
+    assert part["d_head"] == 4
+
+
+def test_block_subgraph_keeps_other_edge_ends():
+    circuit = _circuit()
+    crossing = {"source": "0.attn.resid_delta:7", "target": "1.attn.act_in:2", "weight": 0.3}
+    circuit["edges"].append(crossing)
+    part = graph.block_subgraph(circuit, "1.attn")
+    assert {node["id"] for node in part["nodes"]} == {"1.attn.act_in:2", "0.attn.resid_delta:7"}
+    assert part["edges"] == [crossing]
+
+
+def test_block_subgraph_without_nodes_names_block():
+    with pytest.raises(ValueError, match=r"block '1.mlp' has no nodes.*0.attn, 0.mlp, 1.attn"):
+        graph.block_subgraph(_circuit(), "1.mlp")

@@ -83,6 +83,33 @@ def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[floa
     return positions
 
 
+def node_block(node_id: str) -> str:
+    """Return the block of a node id, e.g. `1.attn` for `1.attn.q:17`."""
+    return ".".join(node_id.split(".", 2)[:2])
+
+
+def circuit_blocks(circuit: dict) -> list[str]:
+    """List the blocks (`<layer>.attn`, `<layer>.mlp`) that keep nodes, in graph order."""
+    blocks = {node_block(node["id"]) for node in circuit["nodes"]}
+    return sorted(blocks, key=lambda block: (int(block.split(".")[0]), block.split(".")[1]))
+
+
+def block_subgraph(circuit: dict, block: str) -> dict:
+    """Return a copy of `circuit` with the nodes of `block` and the edges into or out of them.
+
+    The node at the other end of such an edge is kept too, so every edge has both ends drawn.
+    Raises ValueError naming the block when the circuit keeps no node in it.
+    """
+    inside = {node["id"] for node in circuit["nodes"] if node_block(node["id"]) == block}
+    if not inside:
+        shown = ", ".join(circuit_blocks(circuit)) or "none"
+        raise ValueError(f"block {block!r} has no nodes in this circuit; pick one of {shown}")
+    edges = [e for e in circuit["edges"] if e["source"] in inside or e["target"] in inside]
+    ends = inside | {e["source"] for e in edges} | {e["target"] for e in edges}
+    nodes = [node for node in circuit["nodes"] if node["id"] in ends]
+    return {**circuit, "nodes": nodes, "edges": edges}
+
+
 def _label(node: dict, d_head: int) -> str:
     return describe_node(NodeKey(node["location"], node["index"]), d_head)
 

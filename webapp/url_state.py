@@ -50,6 +50,7 @@ class ViewState:
     metrics: tuple[str, ...] = ()
     channel: int = 0  # residual-stream channel on the embeddings page
     position: int | None = None  # token position of the per-token page's predictions; None: last
+    block: str | None = None  # the circuit page's single-block view, e.g. `1.attn`; None: all
 
 
 DEFAULT_STATE = ViewState()
@@ -122,6 +123,12 @@ def _parse_position(value: str) -> int:
     return int(value)
 
 
+def _parse_block(value: str) -> str:
+    if not re.fullmatch(r"\d{1,3}\.(attn|mlp)", value):
+        raise ValueError("expected a block as <layer>.attn or <layer>.mlp, e.g. 1.attn")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -136,6 +143,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "metrics": _parse_metrics,
     "channel": _parse_channel,
     "position": _parse_position,
+    "block": _parse_block,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 

@@ -36,9 +36,14 @@ def _selector(level: str, options: list[str], value: str | None) -> dbc.Col:
 
 
 def circuit_controls(
-    options: dict[str, list[str]], values: dict[str, str | None], threshold: float, node: str | None
+    options: dict[str, list[str]],
+    values: dict[str, str | None],
+    threshold: float,
+    node: str | None,
+    block: str | None = None,
 ) -> list:
-    """Build the model/task/sweep/k selectors, the edge threshold slider and the node search."""
+    """Build the model/task/sweep/k selectors, the edge threshold slider, the node search and
+    the block view selector."""
     threshold_column = dbc.Col(
         [
             dbc.Label("edge threshold (fraction of the largest |weight|)"),
@@ -51,7 +56,35 @@ def circuit_controls(
                 marks={0: "0", 0.5: "0.5", 1: "1"},
             ),
         ],
-        md=6,
+        md=4,
+    )
+    # The URL's block is an option from the start, because Dash 4's Dropdown resets a value that
+    # is missing from its options. The circuit's blocks replace the options once it loads.
+    block_column = dbc.Col(
+        [
+            dbc.Label("block view", html_for="circuit-block"),
+            dbc.InputGroup(
+                [
+                    dcc.Dropdown(
+                        id="circuit-block",
+                        options=[block] if block else [],
+                        value=block,
+                        clearable=True,
+                        placeholder="whole circuit",
+                        style={"flex": "1"},
+                    ),
+                    dbc.Button(
+                        "Whole circuit",
+                        id="circuit-block-reset",
+                        size="sm",
+                        color="secondary",
+                        outline=True,
+                    ),
+                ],
+                className="flex-nowrap",
+            ),
+        ],
+        md=4,
     )
     search_column = dbc.Col(
         [
@@ -63,11 +96,11 @@ def circuit_controls(
                 placeholder="search or click a node",
             ),
         ],
-        md=6,
+        md=4,
     )
     return [
         dbc.Row([_selector(level, options[level], values[level]) for level in LEVELS]),
-        dbc.Row([threshold_column, search_column], className="my-2"),
+        dbc.Row([threshold_column, block_column, search_column], className="my-2"),
     ]
 
 

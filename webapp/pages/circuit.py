@@ -1,7 +1,7 @@
 """Circuit page: pick a pruned circuit, see its graph, click a node to see what it reads on the task.
 
 URL parameters (see `webapp.url_state`): model, task, sweep, k, threshold, node, fraction, sample
-(the stored task sample of the attention panel).
+(the stored task sample of the attention panel) and block (the single-block view).
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def layout(**query) -> html.Div:
             # resets a value that is missing from its options, and the options arrive later.
             dcc.Store(id="circuit-selected-node", data=state.node),
             html.Div(message_list(messages), id="circuit-url-messages"),
-            *circuit_controls(selection.options, selection.values, state.threshold, state.node),
+            *circuit_controls(
+                selection.options, selection.values, state.threshold, state.node, state.block
+            ),
             html.Div(id="circuit-selector-messages"),
             html.Div(id="circuit-messages"),
             *loss_panel(),
@@ -117,15 +119,46 @@ def load_selected_circuit(model, task, sweep, k):
 
 
 @callback(
+    Output("circuit-block", "options"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+    State("circuit-block", "value"),
+)
+def list_blocks(model, task, sweep, k, block):
+    """List the circuit's blocks for the block view selector (keeping the shown block listed)."""
+    blocks = []
+    if None not in (model, task, sweep, k):
+        try:
+            blocks = graph.circuit_blocks(load_circuit(model, task, sweep, k))
+        except LOAD_ERRORS:
+            pass  # load_selected_circuit shows the error
+    # A block that the circuit lacks stays listed, so that draw_graph can name it in a message.
+    if block and block not in blocks:
+        blocks.append(block)
+    return blocks
+
+
+@callback(
+    Output("circuit-block", "value"),
+    Input("circuit-block-reset", "n_clicks"),
+    prevent_initial_call=True,
+)
+def show_whole_circuit(n_clicks):
+    """Leave the block view."""
+    return None
+
+
+@callback(
     Output("circuit-graph", "elements"),
     Output("circuit-summary", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
     Input("circuit-threshold", "value"),
+    Input("circuit-block", "value"),
 )
-def draw_graph(model, task, sweep, k, threshold):
-    """Draw the selected circuit with the edges above the threshold, and summarise it.
+def draw_graph(model, task, sweep, k, threshold, block=None):
+    """Draw the selected circuit (or one `block` of it) with the edges above the threshold.
 
-    A circuit that fails to load draws nothing; `load_selected_circuit` shows the error.
+    A circuit that fails to load draws nothing; `load_selected_circuit` shows the error. A block
+    that is invalid or keeps no nodes draws the whole circuit, with a message naming it.
     """
     if None in (model, task, sweep, k):
         return [], notice("Select a model, task, sweep and k.")
@@ -139,16 +172,35 @@ def draw_graph(model, task, sweep, k, threshold):
     except ValueError as err:
         logger.info("edge threshold %r replaced by 0: %s", threshold, err)
         threshold = 0.0
-    elements = graph.build_elements(circuit, threshold)
+    shown, block_messages = _shown_part(circuit, block)
+    elements = graph.build_elements(shown, threshold)
     shown_edges = sum(1 for element in elements if "source" in element["data"])
+    block_text = ""
+    if shown is not circuit:
+        block_text = (
+            f"Block {block} alone: {len(shown['nodes'])} nodes (with the other ends of its "
+            f"edges), {len(shown['edges'])} edges. "
+        )
     summary = html.P(
-        f"{len(circuit['nodes'])} nodes kept of {circuit['num_total_nodes']}; "
+        f"{block_text}{len(circuit['nodes'])} nodes kept of {circuit['num_total_nodes']}; "
         f"{len(circuit['edges'])} edges, {shown_edges} shown at threshold {threshold:g}. "
         f"Task loss per sequence: full model {circuit['loss']:.4f}, "
         f"circuit {circuit['interv_loss']:.4f}.",
         id="circuit-summary-text",
     )
-    return elements, summary
+    return elements, [*message_list(block_messages), summary]
+
+
+def _shown_part(circuit: dict, block: str | None) -> tuple[dict, list[str]]:
+    """Return the part of the circuit to draw (one block or all of it) and messages."""
+    if not block:
+        return circuit, []
+    try:
+        block = update_state(parse_query({})[0], block=block).block
+        return graph.block_subgraph(circuit, block), []
+    except ValueError as err:
+        logger.info("block view %r not shown: %s", block, err)
+        return circuit, [f"Showing the whole circuit: {err}."]
 
 
 # Hovering runs in the browser: a server round trip per mouse move would lag.
@@ -318,8 +370,9 @@ def per_token_href(model: str, task: str, sweep: str, k: str, node: str) -> str:
     Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
     Input("circuit-sample", "value"),
+    Input("circuit-block", "value"),
 )
-def serialise_query(model, task, sweep, k, threshold, node, fraction, sample):
+def serialise_query(model, task, sweep, k, threshold, node, fraction, sample, block=None):
     """Serialise the current view into the query string for the address bar."""
     query = query_string_for(
         model=model,
@@ -330,6 +383,7 @@ def serialise_query(model, task, sweep, k, threshold, node, fraction, sample):
         node=node,
         fraction=fraction,
         sample=sample,
+        block=block,
     )
     return dash.no_update if query is None else query
 
