@@ -64,7 +64,7 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     dash_duo.wait_for_text_to_equal("#node-card-title", node, timeout=20)
     dash_duo.wait_for_element("#circuit-task-heatmap .token", timeout=20)
     tokens = dash_duo.find_elements("#circuit-task-heatmap pre")
-    assert len(tokens) == 2
+    assert len(tokens) == 3  # inputs, patch_from_inputs, difference
 
     dash_duo.driver.execute_script(f"{CY}.getElementById('{node}').emit('mouseover');")
     dash_duo.wait_for_contains_text("#circuit-hover", "ablation delta", timeout=10)
@@ -73,7 +73,7 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     dash_duo.wait_for_element("#circuit-attention-head .hm", timeout=30)
     dash_duo.wait_for_element("#circuit-attention-channel .hm", timeout=30)
     dash_duo.wait_for_text_to_equal(
-        "#circuit-sample-title", "first class, sample 0 of 2 stored samples", timeout=10
+        "#circuit-sample-title", "pair 0, inputs of 2 stored samples", timeout=10
     )
     ticks = dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll('#circuit-attention-head .xtick text'))"
@@ -88,7 +88,7 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     sample_input = dash_duo.find_element("#circuit-sample")
     sample_input.send_keys(Keys.BACKSPACE, "1", Keys.ENTER)
     dash_duo.wait_for_text_to_equal(
-        "#circuit-sample-title", "second class, sample 0 of 2 stored samples", timeout=30
+        "#circuit-sample-title", "pair 0, patch_from_inputs of 2 stored samples", timeout=30
     )
 
     query = _query(dash_duo)

@@ -316,23 +316,85 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     node = f"0.attn.q:{index}"
     style = {"low": -0.1, "high": 0.4, "max_weight": 1.0}
     card, task_heatmap, examples, stylesheet = _page("circuit").show_node(
-        node, "0.5", style, *CIRCUIT
+        node, "0.5", style, "symmetric", *CIRCUIT
     )
     assert node in _text(card)
     assert f"head {index // 4} channel in head {index % 4}" in _text(card)
     assert "Open in the per-token view" in _text(card)
     rows = task_heatmap.children[:-1]
-    assert len(rows) == 2  # one sample per class
+    assert len(rows) == 3  # the pair's inputs, patch_from_inputs and their difference
+    titles = [row.children[0].children for row in rows]
+    assert titles[0] == "pair 0, inputs"  # the tiny store's task is not in the task registry
+    assert titles[1] == "pair 0, patch_from_inputs"
+    assert titles[2].startswith("pair 0, difference inputs - patch_from_inputs")
     lengths = viz["task_sample_lengths"].tolist()
     spans = [row.children[1].children for row in rows]
-    assert [len(s) for s in spans] == lengths  # padding is not shown
+    assert [len(s) for s in spans] == [*lengths, lengths[0]]  # padding is not shown
     expected = viz["importances"]["task_samples"][1]["0.attn.q"][index][0][: lengths[0]]
-    assert [span.title for span in spans[0]] == [
+    assert [span.title.split(" (")[0] for span in spans[0]] == [
         f"position {i}: {value:.4g}" for i, value in enumerate(expected.tolist())
     ]
+    assert "centred on 0" in _text(task_heatmap.children[-1])
     assert "\u00b7" in _text(task_heatmap)  # spaces are visible
     assert "bottom example 0" in _text(examples)
     assert f'node[id = "{node}"]' in [rule["selector"] for rule in stylesheet]
+
+
+def test_task_heatmap_marks_max_and_min(webapp_context, webapp_store):
+    viz = torch.load(webapp_store / VIZ_RELPATH, weights_only=True)
+    length = int(viz["task_sample_lengths"][0])
+    varied = [
+        (location, int(index), values[0][:length].tolist())
+        for location, by_node in viz["importances"]["task_samples"][1].items()
+        for index, values in by_node.items()
+        if len(set(values[0][:length].tolist())) > 1
+    ]
+    assert varied, "some node of the tiny store should vary along sample 0"
+    location, index, values = varied[0]
+    _, task_heatmap, _, _ = _page("circuit").show_node(
+        f"{location}:{index}", "0.5", None, "symmetric", *CIRCUIT
+    )
+    spans = task_heatmap.children[0].children[1].children
+    maximum = values.index(max(values))
+    minimum = values.index(min(values))
+    assert "token-max" in spans[maximum].className.split()
+    assert spans[maximum].title.endswith("(max of the row)")
+    assert "token-min" in spans[minimum].className.split()
+    assert spans[minimum].title.endswith("(min of the row)")
+    marked = [span for span in spans if {"token-max", "token-min"} & set(span.className.split())]
+    assert len(marked) == 2
+
+
+def test_show_node_auto_scale(webapp_context):
+    node = _page("circuit").load_selected_circuit(*CIRCUIT)[0][0]["value"]
+    _, task_heatmap, _, _ = _page("circuit").show_node(node, "0.5", None, "auto", *CIRCUIT)
+    assert "min" in _text(task_heatmap.children[-1])
+    assert "(white) to max" in _text(task_heatmap.children[-1])
+    _, fallback, _, _ = _page("circuit").show_node(node, "0.5", None, "bogus", *CIRCUIT)
+    assert "centred on 0" in _text(fallback.children[-1])
+
+
+def test_task_pairs_labelled_by_answers(store_copy, monkeypatch):
+    from types import SimpleNamespace
+
+    from tiny_store import SNIPPETS, _encode
+
+    import registry.tasks
+
+    quote, apostrophe = _encode('"')[0], _encode("'")[0]
+    pair = SimpleNamespace(
+        inputs=_encode(SNIPPETS[0]),
+        patch_from_inputs=_encode(SNIPPETS[1]),
+        target_tokid=quote,
+        target_alt_tokid=apostrophe,
+    )
+    task = SimpleNamespace(xs_test=[pair])
+    monkeypatch.setattr(registry.tasks, "get_task", lambda name, encoding=None: task)
+    node = _page("circuit").load_selected_circuit(*CIRCUIT)[0][0]["value"]
+    _, task_heatmap, _, _ = _page("circuit").show_node(node, "0.5", None, "symmetric", *CIRCUIT)
+    titles = [row.children[0].children for row in task_heatmap.children[:-1]]
+    assert titles[0] == "pair 0, inputs, answer '\"'"
+    assert titles[1] == 'pair 0, patch_from_inputs, answer "\'"'
 
 
 def test_node_card_links_to_per_token(webapp_context):
@@ -349,7 +411,7 @@ def test_node_card_links_to_per_token(webapp_context):
 
 def test_show_node_outside_circuit(webapp_context):
     card, heatmap, _, stylesheet = _page("circuit").show_node(
-        "1.mlp.post_act:999", "0.001", None, *CIRCUIT
+        "1.mlp.post_act:999", "0.001", None, "symmetric", *CIRCUIT
     )
     assert "not in this circuit" in _text(card)
     assert heatmap is None

@@ -50,6 +50,8 @@ def test_embedded_circuit_renders(embedded_context, circuit):
     assert len(nodes) == len(options)
 
     node = options[len(options) // 2]["value"]
-    card, heatmap, examples, stylesheet = page.show_node(node, "0.001", style, *circuit)
+    card, heatmap, examples, stylesheet = page.show_node(
+        node, "0.001", style, "symmetric", *circuit
+    )
     assert heatmap is not None, card
     assert len(heatmap.children) > 1  # task sample rows, then the colour scale line

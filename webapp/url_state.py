@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from webapp.heatmap import HEATMAP_SCALES
 from webapp.nodes import parse_node_key
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ViewState:
     channel: int = 0  # residual-stream channel on the embeddings page
     position: int | None = None  # token position of the per-token page's predictions; None: last
     block: str | None = None  # the circuit page's single-block view, e.g. `1.attn`; None: all
+    scale: str = "symmetric"  # colour scale of the circuit page's heatmaps: symmetric or auto
 
 
 DEFAULT_STATE = ViewState()
@@ -129,6 +131,12 @@ def _parse_block(value: str) -> str:
     return value
 
 
+def _parse_scale(value: str) -> str:
+    if value not in HEATMAP_SCALES:
+        raise ValueError(f"expected one of {', '.join(HEATMAP_SCALES)}")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -144,6 +152,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "channel": _parse_channel,
     "position": _parse_position,
     "block": _parse_block,
+    "scale": _parse_scale,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 

@@ -15,6 +15,7 @@ from webapp import (
 )
 from webapp.components.attention_panel import attention_panel
 from webapp.figures import empty_figure
+from webapp.heatmap import AUTO_SCALE, SYMMETRIC_SCALE
 from webapp.selection import LEVELS
 from webapp.url_state import EXAMPLE_FRACTIONS
 
@@ -166,9 +167,19 @@ def graph_panel() -> list:
     ]
 
 
-def node_panel(fraction: str, sample: int) -> list:
+def node_panel(fraction: str, sample: int, scale: str = SYMMETRIC_SCALE) -> list:
     """Build the selected node's card, task heatmap, attention panel (for q/k/v nodes) and
     pretraining examples, filled by callbacks."""
+    scale_toggle = dbc.RadioItems(
+        id="circuit-heatmap-scale",
+        options=[
+            {"label": "zero-centred colour scale", "value": SYMMETRIC_SCALE},
+            {"label": "min..max colour scale", "value": AUTO_SCALE},
+        ],
+        value=scale,
+        inline=True,
+        className="small",
+    )
     return [
         dbc.Row(
             [
@@ -176,6 +187,7 @@ def node_panel(fraction: str, sample: int) -> list:
                 dbc.Col(
                     [
                         html.H5("Activations on the task samples"),
+                        scale_toggle,
                         dcc.Loading(html.Div(id="circuit-node-heatmap")),
                     ],
                     md=8,

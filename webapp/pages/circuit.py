@@ -1,7 +1,8 @@
 """Circuit page: pick a pruned circuit, see its graph, click a node to see what it reads on the task.
 
 URL parameters (see `webapp.url_state`): model, task, sweep, k, threshold, node, fraction, sample
-(the stored task sample of the attention panel) and block (the single-block view).
+(the stored task sample of the attention panel), block (the single-block view) and scale
+(the heatmaps' colour scale).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from webapp.components.node_card import node_card
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, get_store
 from webapp.figures import circuit_loss_figure, empty_figure, sweep_figure
+from webapp.heatmap import HEATMAP_SCALES, SYMMETRIC_SCALE
 from webapp.live import list_task_names
 from webapp.selection import LEVELS, resolve_selection
 from webapp.url_state import ViewState, parse_query, query_string_for, to_query_string, update_state
@@ -60,7 +62,7 @@ def layout(**query) -> html.Div:
             html.Div(id="circuit-messages"),
             *loss_panel(),
             *graph_panel(),
-            *node_panel(state.fraction, state.sample),
+            *node_panel(state.fraction, state.sample, state.scale),
         ]
     )
 
@@ -300,10 +302,16 @@ def show_selected_in_search(selected, options):
     Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
     Input("circuit-style-inputs", "data"),
+    Input("circuit-heatmap-scale", "value"),
     *(State(f"circuit-{level}", "value") for level in LEVELS),
 )
-def show_node(node, fraction, style_inputs, model, task, sweep, k):
-    """Show the selected node's details, task heatmap and examples, and highlight it."""
+def show_node(node, fraction, style_inputs, scale, model, task, sweep, k):
+    """Show the selected node's details, task heatmap and examples, and highlight it.
+
+    `scale` is the heatmaps' colour scale, `symmetric` or `auto` (an invalid one shows symmetric).
+    """
+    if scale not in HEATMAP_SCALES:
+        scale = SYMMETRIC_SCALE
     try:
         base = _style_base(style_inputs)
     except ValueError as err:
@@ -324,13 +332,18 @@ def show_node(node, fraction, style_inputs, model, task, sweep, k):
 
     example_columns = dbc.Row(
         [
-            dbc.Col([html.H6(title), render_heatmap(rows) if rows else notice("none stored")])
+            dbc.Col(
+                [
+                    html.H6(title),
+                    render_heatmap(rows, scale=scale) if rows else notice("none stored"),
+                ]
+            )
             for title, rows in (("bottom", examples["bottom"]), ("top", examples["top"]))
         ]
     )
     return (
         node_card(details, per_token_href(model, task, sweep, k, str(key))),
-        render_heatmap(heatmap, element_id="circuit-task-heatmap"),
+        render_heatmap(heatmap, element_id="circuit-task-heatmap", scale=scale),
         example_columns,
         graph.build_stylesheet(*base, selected=str(key)),
     )
@@ -371,8 +384,11 @@ def per_token_href(model: str, task: str, sweep: str, k: str, node: str) -> str:
     Input("circuit-fraction", "value"),
     Input("circuit-sample", "value"),
     Input("circuit-block", "value"),
+    Input("circuit-heatmap-scale", "value"),
 )
-def serialise_query(model, task, sweep, k, threshold, node, fraction, sample, block=None):
+def serialise_query(
+    model, task, sweep, k, threshold, node, fraction, sample, block=None, scale=None
+):
     """Serialise the current view into the query string for the address bar."""
     query = query_string_for(
         model=model,
@@ -384,6 +400,7 @@ def serialise_query(model, task, sweep, k, threshold, node, fraction, sample, bl
         fraction=fraction,
         sample=sample,
         block=block,
+        scale=scale,
     )
     return dash.no_update if query is None else query
 
