@@ -64,7 +64,7 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     dash_duo.wait_for_text_to_equal("#node-card-title", node, timeout=20)
     dash_duo.wait_for_element("#circuit-task-heatmap .token", timeout=20)
     tokens = dash_duo.find_elements("#circuit-task-heatmap pre")
-    assert len(tokens) == 2
+    assert len(tokens) == 3  # inputs, patch_from_inputs, difference
 
     dash_duo.driver.execute_script(f"{CY}.getElementById('{node}').emit('mouseover');")
     dash_duo.wait_for_contains_text("#circuit-hover", "ablation delta", timeout=10)
@@ -73,7 +73,7 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     dash_duo.wait_for_element("#circuit-attention-head .hm", timeout=30)
     dash_duo.wait_for_element("#circuit-attention-channel .hm", timeout=30)
     dash_duo.wait_for_text_to_equal(
-        "#circuit-sample-title", "first class, sample 0 of 2 stored samples", timeout=10
+        "#circuit-sample-title", "pair 0, inputs of 2 stored samples", timeout=10
     )
     ticks = dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll('#circuit-attention-head .xtick text'))"
@@ -88,7 +88,7 @@ def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
     sample_input = dash_duo.find_element("#circuit-sample")
     sample_input.send_keys(Keys.BACKSPACE, "1", Keys.ENTER)
     dash_duo.wait_for_text_to_equal(
-        "#circuit-sample-title", "second class, sample 0 of 2 stored samples", timeout=30
+        "#circuit-sample-title", "pair 0, patch_from_inputs of 2 stored samples", timeout=30
     )
 
     query = _query(dash_duo)
@@ -150,4 +150,56 @@ def test_copied_url_restores_node(dash_duo, webapp_app, webapp_store):
         f"return {CY}.getElementById('{node}').style('border-color');"
     )
     assert selected == "rgb(255,127,14)"
+    assert _severe_logs(dash_duo) == []
+
+
+def test_node_search_filters_with_selection(dash_duo, webapp_app, webapp_store):
+    # With a node selected, Dash 4.4.1's Dropdown focuses that option when it opens, so typing
+    # did not filter the list. assets/dropdown_search.js sends the keys to the search box.
+    viz = torch.load(
+        webapp_store / f"viz/{MODEL}/{TASK}/{SWEEP}/k_optim/viz_data.pt", weights_only=True
+    )
+    node = f"0.attn.q:{int(viz['circuit_data']['0.attn.q'][0])}"
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}&node={node}", timeout=20)
+    _wait_for_graph(dash_duo)
+    dash_duo.wait_for_text_to_equal("#node-card-title", node, timeout=20)
+
+    dash_duo.find_element("#circuit-node").click()
+    dash_duo.wait_for_element(".dash-dropdown-content .dash-dropdown-option", timeout=10)
+    time.sleep(0.5)  # the dropdown focuses the selected option in an animation frame
+    focused = dash_duo.driver.switch_to.active_element
+    focused.send_keys("post_act")
+
+    search = dash_duo.find_element(".dash-dropdown-content input.dash-dropdown-search")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and search.get_attribute("value") != "post_act":
+        time.sleep(0.2)
+    assert search.get_attribute("value") == "post_act"
+    time.sleep(0.5)
+    labels = [
+        option.text
+        for option in dash_duo.find_elements(".dash-dropdown-content .dash-dropdown-option")
+    ]
+    assert labels
+    assert all("post_act" in label for label in labels), labels
+    assert _severe_logs(dash_duo) == []
+
+
+def test_block_view_from_url(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}&block=1.attn", timeout=20)
+    count = _wait_for_graph(dash_duo)
+    assert 0 < count < 72
+    ids = dash_duo.driver.execute_script(
+        f"return {CY}.nodes().not('.row-label').map(function (n) {{ return n.id(); }});"
+    )
+    assert all(node_id.startswith("1.attn.") for node_id in ids), ids
+
+    dash_duo.find_element("#circuit-block-reset").click()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _wait_for_graph(dash_duo) != 72:
+        time.sleep(0.2)
+    assert _wait_for_graph(dash_duo) == 72
+    assert "block" not in _query(dash_duo)
     assert _severe_logs(dash_duo) == []

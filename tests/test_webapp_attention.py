@@ -57,7 +57,7 @@ def test_q_node_head_pattern_is_softmax(webapp_context, webapp_store):
     outputs = _show(f"1.attn.q:{index}", sample=1)
     assert outputs["style"] == {}
     assert outputs["messages"] == []
-    assert outputs["title"] == "second class, sample 0 of 2 stored samples"
+    assert outputs["title"] == "pair 0, patch_from_inputs of 2 stored samples"
 
     recorded = _recorded(webapp_store, sample=1, layer=1)
     q = recorded["q"][:, head * D_HEAD : (head + 1) * D_HEAD]
@@ -116,7 +116,7 @@ def test_v_node_rows_sum_to_head_output(webapp_context, webapp_store):
     ]
     value_titles = [span.title for span in rows[0].children[1].children]
     expected_values = recorded["v"][:, index].tolist()
-    assert [float(t.split(": ")[1]) for t in value_titles] == pytest.approx(
+    assert [float(t.split(": ")[1].split(" (")[0]) for t in value_titles] == pytest.approx(
         expected_values, rel=1e-3, abs=1e-6
     )
 

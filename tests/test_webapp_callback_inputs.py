@@ -33,7 +33,9 @@ def test_per_token_list_text_is_message(webapp_context, caplog):
 
 def test_circuit_dict_node_is_message(webapp_context, caplog):
     with caplog.at_level(logging.INFO, logger="webapp"):
-        card, heatmap, _, _ = _page("circuit").show_node({"id": 1}, None, None, *CIRCUIT)
+        card, heatmap, _, _ = _page("circuit").show_node(
+            {"id": 1}, None, None, "symmetric", *CIRCUIT
+        )
     assert heatmap is None
     assert "invalid node {'id': 1}" in _text(card)
     assert len(caplog.records) == 1
@@ -42,7 +44,7 @@ def test_circuit_dict_node_is_message(webapp_context, caplog):
 def test_circuit_string_style_data_is_message(webapp_context, caplog):
     with caplog.at_level(logging.INFO, logger="webapp"):
         card, heatmap, _, stylesheet = _page("circuit").show_node(
-            "0.attn.q:0", None, "oops", *CIRCUIT
+            "0.attn.q:0", None, "oops", "symmetric", *CIRCUIT
         )
     assert heatmap is None
     assert stylesheet is no_update

@@ -124,9 +124,10 @@ def test_models_layout_reports_unknown_model(webapp_context):
 
 def test_circuit_graph_losses_per_sequence(webapp_context):
     circuit = _page("circuit")
-    options, figure, style, messages = circuit.load_selected_circuit(*CIRCUIT)
+    options, figure, style, messages, legend = circuit.load_selected_circuit(*CIRCUIT)
     elements, summary = circuit.draw_graph(*CIRCUIT, 0.0)
     assert messages == []
+    assert "at least +-0.003" in legend  # 2% of the circuit loss 0.15
     nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     assert len(nodes) == len(options) == 72
     # The tiny store writes losses doubled, as upstream files are; the page shows them halved once.
@@ -171,6 +172,65 @@ def test_circuit_threshold_hides_weak_edges(webapp_context):
     assert all(abs(e["data"]["weight"]) >= 0.5 * largest for e in strong)
 
 
+def test_circuit_block_view_draws_one_block(webapp_context):
+    circuit = _page("circuit")
+    everything, _ = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0, "1.attn")
+    nodes = [e["data"]["id"] for e in elements if e.get("classes") != "row-label"]
+    nodes = [node for node in nodes if "->" not in node]
+    assert nodes
+    assert all(node.startswith("1.attn.") for node in nodes)
+    edges = [e["data"] for e in elements if "source" in e["data"]]
+    all_edges = [e["data"] for e in everything if "source" in e["data"]]
+    assert edges == [e for e in all_edges if "1.attn." in e["source"] + e["target"]]
+    assert "Block 1.attn alone" in _text(summary)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("7.mlp", "Showing the whole circuit: block '7.mlp' has no nodes in this circuit"),
+        ("1.attn.q", "Showing the whole circuit: invalid block='1.attn.q'"),
+    ],
+)
+def test_circuit_bad_block_shows_whole_circuit(webapp_context, block, message):
+    circuit = _page("circuit")
+    everything, _ = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0, block)
+    assert elements == everything
+    assert message in _text(summary)
+
+
+def test_circuit_block_options_and_reset(webapp_context):
+    circuit = _page("circuit")
+    assert circuit.list_blocks(*CIRCUIT, None) == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
+    assert circuit.list_blocks(*CIRCUIT, "7.mlp")[-1] == "7.mlp"
+    assert circuit.list_blocks(MODEL, None, None, None, None) == []
+    assert circuit.show_whole_circuit(1) is None
+
+
+def test_circuit_block_in_url(webapp_context):
+    query = _page("circuit").serialise_query(*CIRCUIT, 0.0, None, "0.001", 0, "1.mlp")
+    assert query.endswith("&block=1.mlp")
+    layout = _page("circuit").layout(model=MODEL, block="1.mlp")
+    assert "Ignored" not in _text(layout)
+    dropdown = _find_component(layout, "circuit-block")
+    assert dropdown.value == "1.mlp"
+    assert dropdown.options == ["1.mlp"]
+
+
+def _find_component(component, component_id):
+    if getattr(component, "id", None) == component_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found = _find_component(child, component_id)
+            if found is not None:
+                return found
+    return None
+
+
 def test_circuit_invalid_threshold_shows_all(webapp_context):
     circuit = _page("circuit")
     all_edges = circuit.draw_graph(*CIRCUIT, 0.0)[0]
@@ -181,17 +241,18 @@ def test_circuit_invalid_threshold_shows_all(webapp_context):
 @pytest.mark.parametrize(("k", "message"), [("16", "Unknown k '16'"), ("../8", "Invalid k '../8'")])
 def test_circuit_unknown_k_rejected_before_reading(webapp_context, k, message):
     circuit = _page("circuit")
-    options, _, style, messages = circuit.load_selected_circuit(MODEL, TASK, SWEEP, k)
+    options, _, style, messages, legend = circuit.load_selected_circuit(MODEL, TASK, SWEEP, k)
     elements, summary = circuit.draw_graph(MODEL, TASK, SWEEP, k, 0.0)
     assert elements == []
     assert options == []
     assert style is None
+    assert legend is None
     assert message in _text(messages)
 
 
 def test_circuit_corrupt_file_is_named(store_copy):
     (store_copy / VIZ_RELPATH).write_bytes(b"")
-    *_, messages = _page("circuit").load_selected_circuit(*CIRCUIT)
+    *_, messages, _ = _page("circuit").load_selected_circuit(*CIRCUIT)
     assert VIZ_RELPATH in _text(messages)
 
 
@@ -255,39 +316,102 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     node = f"0.attn.q:{index}"
     style = {"low": -0.1, "high": 0.4, "max_weight": 1.0}
     card, task_heatmap, examples, stylesheet = _page("circuit").show_node(
-        node, "0.5", style, *CIRCUIT
+        node, "0.5", style, "symmetric", *CIRCUIT
     )
     assert node in _text(card)
     assert f"head {index // 4} channel in head {index % 4}" in _text(card)
     assert "Open in the per-token view" in _text(card)
     rows = task_heatmap.children[:-1]
-    assert len(rows) == 2  # one sample per class
+    assert len(rows) == 3  # the pair's inputs, patch_from_inputs and their difference
+    titles = [row.children[0].children for row in rows]
+    assert titles[0] == "pair 0, inputs"  # the tiny store's task is not in the task registry
+    assert titles[1] == "pair 0, patch_from_inputs"
+    assert titles[2].startswith("pair 0, difference inputs - patch_from_inputs")
     lengths = viz["task_sample_lengths"].tolist()
     spans = [row.children[1].children for row in rows]
-    assert [len(s) for s in spans] == lengths  # padding is not shown
+    assert [len(s) for s in spans] == [*lengths, lengths[0]]  # padding is not shown
     expected = viz["importances"]["task_samples"][1]["0.attn.q"][index][0][: lengths[0]]
-    assert [span.title for span in spans[0]] == [
+    assert [span.title.split(" (")[0] for span in spans[0]] == [
         f"position {i}: {value:.4g}" for i, value in enumerate(expected.tolist())
     ]
+    assert "centred on 0" in _text(task_heatmap.children[-1])
     assert "\u00b7" in _text(task_heatmap)  # spaces are visible
     assert "bottom example 0" in _text(examples)
     assert f'node[id = "{node}"]' in [rule["selector"] for rule in stylesheet]
 
 
+def test_task_heatmap_marks_max_and_min(webapp_context, webapp_store):
+    viz = torch.load(webapp_store / VIZ_RELPATH, weights_only=True)
+    length = int(viz["task_sample_lengths"][0])
+    varied = [
+        (location, int(index), values[0][:length].tolist())
+        for location, by_node in viz["importances"]["task_samples"][1].items()
+        for index, values in by_node.items()
+        if len(set(values[0][:length].tolist())) > 1
+    ]
+    assert varied, "some node of the tiny store should vary along sample 0"
+    location, index, values = varied[0]
+    _, task_heatmap, _, _ = _page("circuit").show_node(
+        f"{location}:{index}", "0.5", None, "symmetric", *CIRCUIT
+    )
+    spans = task_heatmap.children[0].children[1].children
+    maximum = values.index(max(values))
+    minimum = values.index(min(values))
+    assert "token-max" in spans[maximum].className.split()
+    assert spans[maximum].title.endswith("(max of the row)")
+    assert "token-min" in spans[minimum].className.split()
+    assert spans[minimum].title.endswith("(min of the row)")
+    marked = [span for span in spans if {"token-max", "token-min"} & set(span.className.split())]
+    assert len(marked) == 2
+
+
+def test_show_node_auto_scale(webapp_context):
+    node = _page("circuit").load_selected_circuit(*CIRCUIT)[0][0]["value"]
+    _, task_heatmap, _, _ = _page("circuit").show_node(node, "0.5", None, "auto", *CIRCUIT)
+    assert "min" in _text(task_heatmap.children[-1])
+    assert "(white) to max" in _text(task_heatmap.children[-1])
+    _, fallback, _, _ = _page("circuit").show_node(node, "0.5", None, "bogus", *CIRCUIT)
+    assert "centred on 0" in _text(fallback.children[-1])
+
+
+def test_task_pairs_labelled_by_answers(store_copy, monkeypatch):
+    from types import SimpleNamespace
+
+    from tiny_store import SNIPPETS, _encode
+
+    import registry.tasks
+
+    quote, apostrophe = _encode('"')[0], _encode("'")[0]
+    pair = SimpleNamespace(
+        inputs=_encode(SNIPPETS[0]),
+        patch_from_inputs=_encode(SNIPPETS[1]),
+        target_tokid=quote,
+        target_alt_tokid=apostrophe,
+    )
+    task = SimpleNamespace(xs_test=[pair])
+    monkeypatch.setattr(registry.tasks, "get_task", lambda name, encoding=None: task)
+    node = _page("circuit").load_selected_circuit(*CIRCUIT)[0][0]["value"]
+    _, task_heatmap, _, _ = _page("circuit").show_node(node, "0.5", None, "symmetric", *CIRCUIT)
+    titles = [row.children[0].children for row in task_heatmap.children[:-1]]
+    assert titles[0] == "pair 0, inputs, answer '\"'"
+    assert titles[1] == 'pair 0, patch_from_inputs, answer "\'"'
+
+
 def test_node_card_links_to_per_token(webapp_context):
     circuit = _page("circuit")
-    assert circuit.per_token_href(MODEL, "single_double_quote", "0.attn.q:4") == (
-        f"/per-token?model={MODEL}&task=single_double_quote&node=0.attn.q:4"
+    href = circuit.per_token_href(MODEL, "single_double_quote", SWEEP, "64", "0.attn.q:4")
+    assert href == (
+        f"/per-token?model={MODEL}&task=single_double_quote&sweep={SWEEP}&k=64&node=0.attn.q:4"
     )
-    # A task the per-token page does not know falls back to typed text.
-    assert circuit.per_token_href(MODEL, TASK, "0.attn.q:4") == (
+    # A task the per-token page does not know falls back to typed text, on another circuit.
+    assert circuit.per_token_href(MODEL, TASK, SWEEP, "64", "0.attn.q:4") == (
         f"/per-token?model={MODEL}&node=0.attn.q:4&source=text"
     )
 
 
 def test_show_node_outside_circuit(webapp_context):
     card, heatmap, _, stylesheet = _page("circuit").show_node(
-        "1.mlp.post_act:999", "0.001", None, *CIRCUIT
+        "1.mlp.post_act:999", "0.001", None, "symmetric", *CIRCUIT
     )
     assert "not in this circuit" in _text(card)
     assert heatmap is None

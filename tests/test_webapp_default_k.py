@@ -1,6 +1,20 @@
-"""The circuit page opens on the target-loss circuit when the URL names no k."""
+"""The circuit page opens a circuit that reaches the target loss when the URL names none.
+
+Without a task in the URL, the page opens the first task with a k_optim circuit. For a sweep
+without k_optim, it opens the smallest k whose sweep.json loss reaches the target, else the k
+with the lowest loss, else the first k.
+"""
+
+import json
+import shutil
+
+from tiny_store import MODEL, SWEEP, TASK
+from webapp_fixtures import page_module
 
 from webapp.selection import default_option
+
+# Sorts before TASK, so the catalogue lists it first.
+EARLY_TASK = "a_" + TASK
 
 
 def test_k_defaults_to_k_optim():
@@ -13,3 +27,74 @@ def test_k_without_k_optim_defaults_to_first():
 
 def test_other_levels_default_to_first():
     assert default_option("task", ["a_task", "k_optim"]) == "a_task"
+
+
+def _add_task_without_k_optim(store, losses, target=0.15):
+    """Copy the tiny task to EARLY_TASK with k folders 8 and 16 and the given sweep.json losses."""
+    source = store / "viz" / MODEL / TASK / SWEEP
+    sweep_dir = store / "viz" / MODEL / EARLY_TASK / SWEEP
+    sweep_dir.mkdir(parents=True)
+    for k in ("8", "16"):
+        shutil.copytree(source / "8", sweep_dir / k)
+    points = [{"k": k, "loss_per_sequence": loss} for k, loss in losses.items()]
+    sweep = {"target_loss_per_sequence": target, "points": points}
+    (sweep_dir / "sweep.json").write_text(json.dumps(sweep))
+
+
+def _opened(**query):
+    layout = page_module("circuit").layout(**query)
+    values = {}
+    for level in ("model", "task", "sweep", "k"):
+        values[level] = _find(layout, f"circuit-{level}").value
+    return values
+
+
+def _find(component, component_id):
+    if getattr(component, "id", None) == component_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str):
+            found = _find(child, component_id)
+            if found is not None:
+                return found
+    return None
+
+
+def test_plain_url_opens_task_with_k_optim(store_copy):
+    _add_task_without_k_optim(store_copy, {8: 0.9, 16: 0.1})
+    opened = _opened()
+    assert opened["task"] == TASK
+    assert opened["k"] == "k_optim"
+
+
+def test_task_without_k_optim_opens_target_k(store_copy):
+    _add_task_without_k_optim(store_copy, {8: 0.14, 16: 0.1})
+    opened = _opened(task=EARLY_TASK)
+    assert opened["task"] == EARLY_TASK
+    assert opened["k"] == "8"  # the smallest k that reaches the target 0.15
+
+
+def test_task_without_target_k_opens_lowest_loss(store_copy):
+    _add_task_without_k_optim(store_copy, {8: 0.9, 16: 0.5})
+    assert _opened(task=EARLY_TASK)["k"] == "16"
+
+
+def test_task_without_sweep_file_opens_first_k(store_copy):
+    _add_task_without_k_optim(store_copy, {8: 0.9, 16: 0.5})
+    (store_copy / "viz" / MODEL / EARLY_TASK / SWEEP / "sweep.json").unlink()
+    assert _opened(task=EARLY_TASK)["k"] == "8"
+
+
+def test_no_task_with_k_optim_opens_first(store_copy):
+    _add_task_without_k_optim(store_copy, {8: 0.14, 16: 0.1})
+    shutil.rmtree(store_copy / "viz" / MODEL / TASK / SWEEP / "k_optim")
+    opened = _opened()
+    assert opened["task"] == EARLY_TASK
+    assert opened["k"] == "8"
+
+
+def test_selector_change_opens_target_k(store_copy):
+    _add_task_without_k_optim(store_copy, {8: 0.9, 16: 0.1})
+    result = page_module("circuit").update_selectors(MODEL, EARLY_TASK, SWEEP, "k_optim")
+    assert result[7] == "16"

@@ -42,7 +42,7 @@ def embedded_context(webapp_app, webapp_store):
 @pytest.mark.parametrize("circuit", _circuits() or [pytest.param(None, marks=pytest.mark.skip)])
 def test_embedded_circuit_renders(embedded_context, circuit):
     page = importlib.import_module("webapp.pages.circuit")
-    options, figure, style, messages = page.load_selected_circuit(*circuit)
+    options, figure, style, messages, _ = page.load_selected_circuit(*circuit)
     assert messages == []
     assert options
     elements, summary = page.draw_graph(*circuit, 0.0)
@@ -50,6 +50,8 @@ def test_embedded_circuit_renders(embedded_context, circuit):
     assert len(nodes) == len(options)
 
     node = options[len(options) // 2]["value"]
-    card, heatmap, examples, stylesheet = page.show_node(node, "0.001", style, *circuit)
+    card, heatmap, examples, stylesheet = page.show_node(
+        node, "0.001", style, "symmetric", *circuit
+    )
     assert heatmap is not None, card
     assert len(heatmap.children) > 1  # task sample rows, then the colour scale line

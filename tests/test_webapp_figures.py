@@ -128,9 +128,9 @@ def test_render_heatmap_keeps_markup_as_text():
     spans = rendered.children[0].children[1].children
     assert [span.children for span in spans] == ["<b>", "\u00b7&amp;", "x"]
     assert all(isinstance(span, html.Span) for span in spans)
-    assert spans[1].className == "token token-marked"
+    assert spans[1].className == "token token-marked token-min"
     assert spans[0].style["backgroundColor"] == "rgba(33,102,172,0.500)"
-    assert spans[0].title == "position 0: 1"
+    assert spans[0].title == "position 0: 1 (max of the row)"
     assert rendered.id == "heatmap"
 
 
@@ -144,6 +144,92 @@ def test_sweep_figure_range_covers_points_and_k():
     assert math.log10(100) < high < math.log10(1000)
 
 
+def test_sweep_figure_reference_losses_in_legend():
+    points = [{"k": 4, "loss_per_sequence": 0.5}, {"k": 64, "loss_per_sequence": 0.1}]
+    figure = figures.sweep_figure(points, 0.05, 0.055, 16)
+    names = [trace.name for trace in figure.data]
+    assert names == ["circuit", "full model (0.05)", "target (0.055)"]
+    assert figure.layout.showlegend is True
+    # Close reference losses must not get line annotations, which would overlap.
+    texts = [annotation.text for annotation in figure.layout.annotations]
+    assert texts == ["k = 16"]
+    low, high = figure.layout.xaxis.range
+    assert list(figure.data[2].x) == pytest.approx([10**low, 10**high])
+    assert list(figure.data[2].y) == [0.055, 0.055]
+
+
 def test_sweep_figure_without_positive_k():
     figure = figures.sweep_figure([{"k": 0, "loss_per_sequence": 0.9}], None, None, None)
     assert "no points with k > 0" in figure.layout.annotations[0].text
+
+
+def test_aligned_difference_equal_lengths():
+    # The pair differs in one token (a quote), which still aligns position by position.
+    difference = heatmap.aligned_difference([5, 7, 9], [1.0, 2.0, 3.0], [5, 8, 9], [0.5, 4.0, 3.0])
+    assert difference == [0.5, -2.0, 0.0]
+
+
+def test_aligned_difference_skips_inserted_token():
+    # `f"` against `"`: the inserted f token has no partner, the rest aligns around it.
+    difference = heatmap.aligned_difference(
+        [1, 2, 3, 4], [1.0, 9.0, 3.0, 4.0], [1, 3, 4], [0.0, 1.0, 1.0]
+    )
+    assert difference == [1.0, None, 2.0, 3.0]
+
+
+def test_extreme_positions():
+    assert heatmap.extreme_positions([0.1, -2.0, 3.0, 3.0]) == (2, 1)
+    assert heatmap.extreme_positions([None, 1.0, -1.0]) == (1, 2)
+    assert heatmap.extreme_positions([0.0, 0.0]) == (None, None)
+    assert heatmap.extreme_positions([None]) == (None, None)
+
+
+def test_ranged_colour_spans_min_to_max():
+    assert heatmap.ranged_colour(-2.0, -2.0, 2.0) == "rgba(230,85,13,0.000)"
+    assert heatmap.ranged_colour(0.0, -2.0, 2.0) == "rgba(230,85,13,0.500)"
+    assert heatmap.ranged_colour(2.0, -2.0, 2.0) == "rgba(230,85,13,1.000)"
+    assert heatmap.ranged_colour(None, -2.0, 2.0) == "rgba(0,0,0,0)"
+    assert heatmap.ranged_colour(1.0, 1.0, 1.0) == "rgba(0,0,0,0)"
+
+
+def test_render_heatmap_auto_scale_and_marks():
+    rows = [heatmap.heatmap_row(["a", "b", "c"], [1.0, 3.0, None], "row")]
+    rendered = render_heatmap(rows, scale="auto")
+    spans = rendered.children[0].children[1].children
+    assert spans[0].style["backgroundColor"] == "rgba(230,85,13,0.000)"
+    assert spans[1].style["backgroundColor"] == "rgba(230,85,13,1.000)"
+    assert spans[2].style["backgroundColor"] == "rgba(0,0,0,0)"
+    assert spans[0].className == "token token-min"
+    assert spans[1].className == "token token-max"
+    assert spans[2].title == "position 2: no aligned token"
+    assert "min 1 (white) to max 3 (orange)" in rendered.children[-1].children
+
+
+def test_render_heatmap_symmetric_scale():
+    rows = [heatmap.heatmap_row(["a", "b"], [-1.0, 2.0], "row")]
+    rendered = render_heatmap(rows)
+    spans = rendered.children[0].children[1].children
+    assert spans[0].style["backgroundColor"] == "rgba(178,24,43,0.500)"
+    assert spans[1].style["backgroundColor"] == "rgba(33,102,172,1.000)"
+    assert "centred on 0, |activation| up to 2" in rendered.children[-1].children
+
+
+def test_render_heatmap_rejects_unknown_scale():
+    with pytest.raises(ValueError, match="invalid heatmap scale 'log'"):
+        render_heatmap([], scale="log")
+
+
+def test_match_pair_answers_labels_matching_pairs():
+    from types import SimpleNamespace
+
+    from webapp.circuit_data import match_pair_answers
+
+    pairs = [
+        SimpleNamespace(
+            inputs=[1, 2], patch_from_inputs=[1, 3], target_tokid=2, target_alt_tokid=3
+        ),
+        SimpleNamespace(inputs=[4], patch_from_inputs=[5], target_tokid=6, target_alt_tokid=7),
+    ]
+    answers = match_pair_answers([[1, 2], [9]], [[1, 3], [5]], pairs, lambda token: f"t{token}")
+    assert answers == [["t2", "t3"], None]  # the second stored pair differs from the task's
+    assert match_pair_answers([[1, 2]], [[1, 3]], [], str) == [None]

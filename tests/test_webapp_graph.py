@@ -124,6 +124,35 @@ def test_importance_range_includes_zero():
     assert high == 0.3
 
 
+def test_colour_range_floors_noise():
+    # A chance-level circuit whose deltas are all about -5e-5: the scale must not saturate on them.
+    noise = {
+        "interv_loss": 0.6932,
+        "nodes": [_node("0.attn.q:0", -5.5e-5), _node("0.mlp.act_in:1", -5e-5)],
+    }
+    low, high = graph.colour_range(noise)
+    assert graph.colour_floor(noise) == pytest.approx(0.02 * 0.6932)
+    assert low == pytest.approx(-0.02 * 0.6932)
+    assert high == pytest.approx(0.02 * 0.6932)
+    assert abs(-5.5e-5 / low) < 0.01  # drawn almost white, not saturated red
+
+
+def test_colour_range_keeps_large_deltas():
+    circuit = {"interv_loss": 0.03, "nodes": [_node("0.attn.q:0", 0.7), _node("0.attn.k:1", -0.2)]}
+    assert graph.colour_range(circuit) == (-0.2, 0.7)
+
+
+def test_colour_floor_absolute_minimum():
+    assert graph.colour_floor({"interv_loss": 0.0}) == graph.ABSOLUTE_COLOUR_FLOOR
+
+
+def test_colour_legend_states_floor():
+    legend = graph.colour_legend(-0.2, 0.7, 0.0139)
+    assert "up to +0.7" in legend
+    assert "down to -0.2" in legend
+    assert "at least +-0.0139 (2% of the circuit loss" in legend
+
+
 def test_stylesheet_maps_importance_and_weight():
     stylesheet = graph.build_stylesheet(-0.2, 0.5, 2.0)
     styles = {rule["selector"]: rule["style"] for rule in stylesheet}
@@ -248,3 +277,31 @@ def test_stylesheet_sizes_row_labels_from_data():
         r for r in graph.build_stylesheet(-0.2, 0.5, 2.0) if r["selector"] == "node.row-label"
     )
     assert rule["style"]["font-size"] == "data(font_size)"
+
+
+def test_circuit_blocks_in_graph_order():
+    assert graph.circuit_blocks(_circuit()) == ["0.attn", "0.mlp", "1.attn"]
+
+
+def test_block_subgraph_keeps_block_and_edges():
+    part = graph.block_subgraph(_circuit(), "0.attn")
+    ids = {node["id"] for node in part["nodes"]}
+    assert "0.mlp.post_act:30" not in ids
+    assert "1.attn.act_in:2" not in ids
+    assert {node["id"] for node in _circuit()["nodes"] if node["id"].startswith("0.attn.")} == ids
+    assert part["edges"] == _circuit()["edges"]
+    assert part["d_head"] == 4
+
+
+def test_block_subgraph_keeps_other_edge_ends():
+    circuit = _circuit()
+    crossing = {"source": "0.attn.resid_delta:7", "target": "1.attn.act_in:2", "weight": 0.3}
+    circuit["edges"].append(crossing)
+    part = graph.block_subgraph(circuit, "1.attn")
+    assert {node["id"] for node in part["nodes"]} == {"1.attn.act_in:2", "0.attn.resid_delta:7"}
+    assert part["edges"] == [crossing]
+
+
+def test_block_subgraph_without_nodes_names_block():
+    with pytest.raises(ValueError, match=r"block '1.mlp' has no nodes.*0.attn, 0.mlp, 1.attn"):
+        graph.block_subgraph(_circuit(), "1.mlp")

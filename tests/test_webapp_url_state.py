@@ -78,6 +78,9 @@ def test_parse_query_empty_is_default():
         ("position", "-1"),
         ("position", "2.5"),
         ("position", "1234567"),
+        ("block", "1.attn.q"),
+        ("block", "../1.attn"),
+        ("block", "attn"),
     ],
 )
 def test_parse_query_rejects_invalid_value(name, value):
@@ -108,6 +111,7 @@ def test_parse_query_ignores_unknown_keys():
         ViewState(source="text", text="a b&c=d?e#f\n\tπ <b>", sample=3),
         ViewState(model="m", task="t", sweep="s", k="k_optim", position=0),
         ViewState(metrics=("test_xent", "num_alive_neurons/c_fc/layer_0")),
+        ViewState(model="m", block="1.attn"),
     ],
 )
 def test_query_string_round_trip(state):

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from registry import catalogue
 from webapp.cache import FileIdentity, cache
 from webapp.data import DataFileError, _loaded_viz, file_identity, get_store
-from webapp.heatmap import heatmap_row, window
+from webapp.heatmap import aligned_difference, heatmap_row, window
 from webapp.nodes import NodeKey, is_location, parse_node_key
 
 logger = logging.getLogger(__name__)
 
-MAX_TASK_ROWS = 24  # task samples shown per class in a node's heatmap
+MAX_TASK_PAIRS = 24  # task pairs shown in a node's heatmap, three rows each
 EXAMPLES_SHOWN = 5  # top and bottom pretraining examples shown per node
 EXAMPLE_RADIUS = 24  # tokens shown on each side of an example's marked position
 
@@ -146,6 +147,32 @@ def load_sweep(model: str, task: str, sweep: str) -> dict[str, Any] | None:
     return _sweep(relpath, identity)
 
 
+def choose_default_k(model: str, task: str, sweep: str, ks: Sequence[str]) -> str | None:
+    """Choose the k to open for a sweep without a k_optim circuit, from sweep.json's losses.
+
+    Returns the smallest listed k whose loss reaches the target loss, else the listed k with the
+    lowest loss. Returns None when the sweep has no readable sweep.json or its points include none of
+    `ks`, so the page opens the first k.
+    """
+    try:
+        curve = load_sweep(model, task, sweep)
+    except (DataFileError, catalogue.CatalogueError, OSError) as err:
+        logger.warning("no default k from sweep.json of %s/%s/%s: %s", model, task, sweep, err)
+        return None
+    if curve is None:
+        return None
+    losses = {str(point["k"]): point["loss_per_sequence"] for point in curve["points"]}
+    listed = sorted((int(k), losses[k]) for k in ks if k in losses)
+    if not listed:
+        return None
+    target = curve["target_loss"]
+    if target is not None:
+        reaching = [k for k, loss in listed if loss <= target]
+        if reaching:
+            return str(reaching[0])
+    return str(min(listed, key=lambda pair: pair[1])[0])
+
+
 @cache.memoize()
 def _sweep(relpath: str, identity: FileIdentity) -> dict[str, Any]:
     try:
@@ -244,13 +271,19 @@ def _node_values(table: dict, index: int) -> Any:
 
 
 def node_task_heatmap(model: str, task: str, sweep: str, k: str, node: str) -> list[dict]:
-    """Build heatmap rows of a node's activations on the task samples (first class, then second)."""
+    """Build heatmap rows of a node's activations on the task samples, three rows per pair.
+
+    Per pair: the `inputs` sequence, the `patch_from_inputs` sequence, and their per-token
+    difference where the two align (see `webapp.heatmap.aligned_difference`). Each sequence is
+    labelled with the answer token that follows it in the task, when the task registry builds the
+    same pairs as the file stores.
+    """
     relpath, identity = viz_relpath(model, task, sweep, k)
-    return _node_task_heatmap(relpath, identity, str(parse_node_key(node)))
+    return _node_task_heatmap(relpath, identity, str(parse_node_key(node)), task)
 
 
 @cache.memoize()
-def _node_task_heatmap(relpath: str, identity: FileIdentity, node: str) -> list[dict]:
+def _node_task_heatmap(relpath: str, identity: FileIdentity, node: str, task: str) -> list[dict]:
     viz = _viz(relpath, identity)
     key = parse_node_key(node)
     if viz.importances is None:
@@ -267,21 +300,90 @@ def _node_task_heatmap(relpath: str, identity: FileIdentity, node: str) -> list[
         logger.info("%s stores no task sample lengths; showing padded rows", relpath)
         lengths = [tokens.shape[1]] * tokens.shape[0]
         padded_note = " (padded: the file stores no sample lengths)"
-    half = len(lengths) // 2
+    sequences = [_as_list(tokens[row][:length]) for row, length in enumerate(lengths)]
+    answers = _pair_answers(relpath, identity, task)
+
     rows = []
-    for sample, length in enumerate(lengths):
-        within_class = sample if sample < half else sample - half
-        if within_class >= MAX_TASK_ROWS:
-            continue
-        label = "first" if sample < half else "second"
+    pairs = len(lengths) // 2
+    for pair in range(min(pairs, MAX_TASK_PAIRS)):
+        first, second = pair, pair + pairs
+        ids = (sequences[first], sequences[second])
+        pair_values = [_as_list(values[row][: lengths[row]]) for row in (first, second)]
+        names = _pair_names(answers[pair] if pair < len(answers) else None)
+        for sequence, name in enumerate(names):
+            rows.append(
+                heatmap_row(
+                    _labels(encoding, ids[sequence]),
+                    pair_values[sequence],
+                    f"pair {pair}, {name}{padded_note}",
+                )
+            )
+        difference = aligned_difference(ids[0], pair_values[0], ids[1], pair_values[1])
         rows.append(
             heatmap_row(
-                _labels(encoding, _as_list(tokens[sample][:length])),
-                _as_list(values[sample][:length]),
-                f"{label} class, sample {within_class}{padded_note}",
+                _labels(encoding, ids[0]),
+                difference,
+                f"pair {pair}, difference inputs - patch_from_inputs "
+                "(on the inputs tokens; blank where the two do not align)",
             )
         )
     return rows
+
+
+def _pair_names(answer: list[str] | None) -> tuple[str, str]:
+    if answer is None:
+        return "inputs", "patch_from_inputs"
+    target, alt = answer
+    return f"inputs, answer {target!r}", f"patch_from_inputs, answer {alt!r}"
+
+
+@cache.memoize()
+def _pair_answers(relpath: str, identity: FileIdentity, task: str) -> list[list[str] | None]:
+    """Label each stored pair with its answer tokens [target, alt] from the task registry.
+
+    A pair gets None when the registry cannot build the task or builds other token ids than
+    the file stores (for example a file written by another pruner or tokenizer).
+    """
+    viz = _viz(relpath, identity)
+    encoding = _encoding(viz)
+    try:
+        from registry.tasks import get_task
+
+        pairs = get_task(task, encoding).xs_test
+    except (KeyError, ValueError, OSError) as err:
+        logger.info("building task %r failed, so its samples are not labelled: %s", task, err)
+        return []
+    tokens = viz.importances["task_samples"][0]
+    lengths = task_sample_lengths(viz)
+    if lengths is None:
+        logger.info("%s stores no sample lengths, so its samples are not labelled", relpath)
+        return []
+    half = len(lengths) // 2
+    sequences = [_as_list(tokens[row][:length]) for row, length in enumerate(lengths)]
+    return match_pair_answers(
+        sequences[:half], sequences[half:], pairs, lambda token: _labels(encoding, [token])[0]
+    )
+
+
+def match_pair_answers(
+    inputs: Sequence[Sequence[int]],
+    patched: Sequence[Sequence[int]],
+    pairs: Sequence[Any],
+    label: Any,
+) -> list[list[str] | None]:
+    """Return [target, alt] token labels of each stored pair that equals the task pair at its index."""
+    answers: list[list[str] | None] = []
+    for number, (first, second) in enumerate(zip(inputs, patched, strict=True)):
+        pair = pairs[number] if number < len(pairs) else None
+        if (
+            pair is None
+            or list(first) != list(pair.inputs)
+            or list(second) != list(pair.patch_from_inputs)
+        ):
+            answers.append(None)
+            continue
+        answers.append([label(pair.target_tokid), label(pair.target_alt_tokid)])
+    return answers
 
 
 def node_examples(
@@ -326,7 +428,7 @@ def _node_examples(
 def task_samples(model: str, task: str, sweep: str, k: str) -> list[dict[str, Any]]:
     """List the circuit's stored task samples as `{"title", "token_ids", "padded"}` dicts.
 
-    The order is the file's: first class, then second class. `padded` is True when the file
+    The order is the file's: the `inputs` sequence of every pair, then every `patch_from_inputs`. `padded` is True when the file
     stores no sample lengths, so `token_ids` keeps the padding.
     """
     relpath, identity = viz_relpath(model, task, sweep, k)
@@ -346,11 +448,11 @@ def _task_samples(relpath: str, identity: FileIdentity) -> list[dict[str, Any]]:
     half = len(lengths) // 2
     samples = []
     for sample, length in enumerate(lengths):
-        label = "first" if sample < half else "second"
-        within_class = sample if sample < half else sample - half
+        label = "inputs" if sample < half else "patch_from_inputs"
+        pair = sample if sample < half else sample - half
         samples.append(
             {
-                "title": f"{label} class, sample {within_class}",
+                "title": f"pair {pair}, {label}",
                 "token_ids": [int(token) for token in _as_list(tokens[sample][:length])],
                 "padded": padded,
             }

@@ -181,32 +181,35 @@ def sweep_figure(
             name="circuit",
         )
     )
-    if full_model_loss is not None:
-        figure.add_hline(
-            y=full_model_loss,
-            line_dash="dot",
-            annotation_text="full model",
-            annotation_position="bottom left",
-        )
-    if target_loss is not None:
-        figure.add_hline(
-            y=target_loss,
-            line_dash="dash",
-            annotation_text="target",
-            annotation_position="top left",
-        )
     ks = [p["k"] for p in shown]
     if k is not None and k > 0:
-        figure.add_vline(x=k, line_color="#ff7f0e", annotation_text=f"k = {k}")
         ks.append(k)
     # Line annotations stretch plotly's autorange on a log axis, so the range is set here.
     log_range = [math.log10(min(ks)) - 0.1, math.log10(max(ks)) + 0.1]
+
+    # The reference losses are legend entries, not line annotations, because the target and the
+    # full model loss are often close and their annotations would overlap.
+    references = (("full model", full_model_loss, "dot"), ("target", target_loss, "dash"))
+    for name, loss, dash in references:
+        if loss is not None:
+            figure.add_trace(
+                go.Scatter(
+                    x=[10 ** log_range[0], 10 ** log_range[1]],
+                    y=[loss, loss],
+                    mode="lines",
+                    name=f"{name} ({loss:.4g})",
+                    line={"dash": dash, "color": "#555" if name == "full model" else "#2ca02c"},
+                    hovertemplate=f"{name}: %{{y:.4g}}<extra></extra>",
+                )
+            )
+    if k is not None and k > 0:
+        figure.add_vline(x=k, line_color="#ff7f0e", annotation_text=f"k = {k}")
     figure.update_xaxes(type="log", range=log_range, title_text="k (kept nodes)")
     figure.update_yaxes(title_text="task loss per sequence")
     return _light(
         figure,
         height=280,
-        showlegend=False,
+        showlegend=True,
         margin={"t": 30},
         title="loss against k (sweep.json, before logit calibration)",
     )

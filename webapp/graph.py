@@ -83,6 +83,33 @@ def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[floa
     return positions
 
 
+def node_block(node_id: str) -> str:
+    """Return the block of a node id, e.g. `1.attn` for `1.attn.q:17`."""
+    return ".".join(node_id.split(".", 2)[:2])
+
+
+def circuit_blocks(circuit: dict) -> list[str]:
+    """List the blocks (`<layer>.attn`, `<layer>.mlp`) that keep nodes, in graph order."""
+    blocks = {node_block(node["id"]) for node in circuit["nodes"]}
+    return sorted(blocks, key=lambda block: (int(block.split(".")[0]), block.split(".")[1]))
+
+
+def block_subgraph(circuit: dict, block: str) -> dict:
+    """Return a copy of `circuit` with the nodes of `block` and the edges into or out of them.
+
+    The node at the other end of such an edge is kept too, so every edge has both ends drawn.
+    Raises ValueError naming the block when the circuit keeps no node in it.
+    """
+    inside = {node["id"] for node in circuit["nodes"] if node_block(node["id"]) == block}
+    if not inside:
+        shown = ", ".join(circuit_blocks(circuit)) or "none"
+        raise ValueError(f"block {block!r} has no nodes in this circuit; pick one of {shown}")
+    edges = [e for e in circuit["edges"] if e["source"] in inside or e["target"] in inside]
+    ends = inside | {e["source"] for e in edges} | {e["target"] for e in edges}
+    nodes = [node for node in circuit["nodes"] if node["id"] in ends]
+    return {**circuit, "nodes": nodes, "edges": edges}
+
+
 def _label(node: dict, d_head: int) -> str:
     return describe_node(NodeKey(node["location"], node["index"]), d_head)
 
@@ -195,6 +222,35 @@ def importance_range(circuit: dict) -> tuple[float, float]:
     low = min([0.0, *values])
     high = max([0.0, *values])
     return (low if low < 0 else -1e-9, high if high > 0 else 1e-9)
+
+
+# Node colours saturate at the largest |ablation delta|, but never below this fraction of the
+# circuit's task loss (or ABSOLUTE_COLOUR_FLOOR), so deltas that are noise next to the loss stay pale.
+COLOUR_FLOOR_FRACTION = 0.02
+ABSOLUTE_COLOUR_FLOOR = 1e-4
+
+
+def colour_floor(circuit: dict) -> float:
+    """Return the smallest |ablation delta| that gets a saturated node colour."""
+    return max(COLOUR_FLOOR_FRACTION * abs(circuit["interv_loss"]), ABSOLUTE_COLOUR_FLOOR)
+
+
+def colour_range(circuit: dict) -> tuple[float, float]:
+    """Return the (low, high) ablation deltas of the node colour scale, widened to +-colour_floor."""
+    low, high = importance_range(circuit)
+    floor = colour_floor(circuit)
+    return min(low, -floor), max(high, floor)
+
+
+def colour_legend(low: float, high: float, floor: float) -> str:
+    """Describe the node colour scale for the legend under the graph."""
+    return (
+        f"Colour: ablation delta, the task loss per sequence with the node ablated too minus the "
+        f"circuit's loss (blue: ablating the node raises the loss, up to {high:+.3g}; red: lowers "
+        f"it, down to {low:+.3g}). The scale spans at least +-{floor:.3g} "
+        f"({COLOUR_FLOOR_FRACTION:.0%} of the circuit loss, at least {ABSOLUTE_COLOUR_FLOOR:g}), "
+        "so deltas smaller than that stay pale. Edge width: |weight|, blue if positive, red if negative."
+    )
 
 
 def build_stylesheet(

@@ -2,8 +2,9 @@
 
 Every level is checked against the listing of the level above it before anything below is listed,
 so a value from a URL never becomes part of a path unless the store lists it. A missing level
-falls back to the first listed entry. An invalid level also falls back to the first entry, with
-a message naming the value and what is available. A level with no entries leaves everything below
+gets a default (see `_default_value`): the first task and sweep with a `k_optim` circuit, and
+`k_optim` or a k chosen from the sweep's losses. An invalid level gets the same default, with a
+message naming the value and what is available. A level with no entries leaves everything below
 it empty, with a message saying what is missing.
 """
 
@@ -42,17 +43,65 @@ def default_option(level: str, options: Sequence[str]) -> str:
     return options[0]
 
 
+# Chooses the k to open for (model, task, sweep, listed ks) when the sweep has no k_optim, or
+# returns None to open the first k.
+KChooser = Callable[[str, str, str, Sequence[str]], str | None]
+
+
 def _replacement(
-    level: str, requested: str, options: Sequence[str], where: str, store: Store
+    level: str, requested: str, options: Sequence[str], default: str, where: str, store: Store
 ) -> str:
     shown = ", ".join(options[:20]) + (" ..." if len(options) > 20 else "")
     problem = f"is not available {where}"
     if level == "model" and _is_model_without_circuits(requested, store):
         problem = f"has no circuits in this store (viz/{requested}/ is missing)"
-    return (
-        f"{level} {requested!r} {problem}; showing {default_option(level, options)!r}. "
-        f"Available: {shown}."
-    )
+    return f"{level} {requested!r} {problem}; showing {default!r}. Available: {shown}."
+
+
+def _has_k_optim(store: Store, model: str, task: str, sweep: str) -> bool:
+    try:
+        return "k_optim" in catalogue.list_ks(model, task, sweep, store)
+    except (OSError, catalogue.CatalogueError) as err:
+        logger.warning("listing ks of %s/%s/%s failed: %s", model, task, sweep, err)
+        return False
+
+
+def _first_task_with_k_optim(store: Store, model: str, tasks: Sequence[str]) -> str | None:
+    """Return the first task (in catalogue order) with a sweep that has a k_optim circuit."""
+    for task in tasks:
+        try:
+            sweeps = catalogue.list_sweeps(model, task, store)
+        except (OSError, catalogue.CatalogueError) as err:
+            logger.warning("listing sweeps of %s/%s failed: %s", model, task, err)
+            continue
+        if any(_has_k_optim(store, model, task, sweep) for sweep in sweeps):
+            return task
+    return None
+
+
+def _default_value(
+    level: str,
+    options: Sequence[str],
+    chosen: dict[str, str | None],
+    store: Store,
+    choose_k: KChooser | None,
+) -> str:
+    """Return the entry to open when the URL names none or names one that is not listed.
+
+    Tasks and sweeps prefer the first with a `k_optim` circuit. k is `k_optim` when listed,
+    else the one `choose_k` returns, else the first.
+    """
+    model, task, sweep = chosen["model"], chosen["task"], chosen["sweep"]
+    if level == "task":
+        return _first_task_with_k_optim(store, model, options) or options[0]
+    if level == "sweep":
+        with_k_optim = (s for s in options if _has_k_optim(store, model, task, s))
+        return next(with_k_optim, options[0])
+    if level == "k" and "k_optim" not in options and choose_k is not None:
+        chosen_k = choose_k(model, task, sweep, options)
+        if chosen_k in options:
+            return chosen_k
+    return default_option(level, options)
 
 
 def _is_model_without_circuits(model: str, store: Store) -> bool:
@@ -65,10 +114,13 @@ def _is_model_without_circuits(model: str, store: Store) -> bool:
     return model in listed
 
 
-def resolve_selection(store: Store, requested: dict[str, str | None]) -> Selection:
+def resolve_selection(
+    store: Store, requested: dict[str, str | None], choose_k: KChooser | None = None
+) -> Selection:
     """Fill the four levels from the catalogue, starting from the `requested` values.
 
-    Models are those with circuits under `viz/`.
+    Models are those with circuits under `viz/`. A level that is not requested, or not listed,
+    gets the default of `_default_value`.
     """
     selection = Selection()
     listers: dict[str, Callable[[], list]] = {
@@ -97,9 +149,12 @@ def resolve_selection(store: Store, requested: dict[str, str | None]) -> Selecti
 
         value = requested.get(level)
         if value not in options:
+            default = _default_value(level, options, selection.values, store, choose_k)
             if value is not None:
-                selection.replacements.append(_replacement(level, value, options, where, store))
-            value = default_option(level, options)
+                selection.replacements.append(
+                    _replacement(level, value, options, default, where, store)
+                )
+            value = default
         selection.values[level] = value
         chosen.append(f"{level} {value!r}")
     return selection

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from webapp.heatmap import HEATMAP_SCALES
 from webapp.nodes import parse_node_key
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class ViewState:
     metrics: tuple[str, ...] = ()
     channel: int = 0  # residual-stream channel on the embeddings page
     position: int | None = None  # token position of the per-token page's predictions; None: last
+    block: str | None = None  # the circuit page's single-block view, e.g. `1.attn`; None: all
+    scale: str = "symmetric"  # colour scale of the circuit page's heatmaps: symmetric or auto
 
 
 DEFAULT_STATE = ViewState()
@@ -122,6 +125,18 @@ def _parse_position(value: str) -> int:
     return int(value)
 
 
+def _parse_block(value: str) -> str:
+    if not re.fullmatch(r"\d{1,3}\.(attn|mlp)", value):
+        raise ValueError("expected a block as <layer>.attn or <layer>.mlp, e.g. 1.attn")
+    return value
+
+
+def _parse_scale(value: str) -> str:
+    if value not in HEATMAP_SCALES:
+        raise ValueError(f"expected one of {', '.join(HEATMAP_SCALES)}")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -136,6 +151,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "metrics": _parse_metrics,
     "channel": _parse_channel,
     "position": _parse_position,
+    "block": _parse_block,
+    "scale": _parse_scale,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 

@@ -15,6 +15,7 @@ from webapp import (
 )
 from webapp.components.attention_panel import attention_panel
 from webapp.figures import empty_figure
+from webapp.heatmap import AUTO_SCALE, SYMMETRIC_SCALE
 from webapp.selection import LEVELS
 from webapp.url_state import EXAMPLE_FRACTIONS
 
@@ -36,9 +37,14 @@ def _selector(level: str, options: list[str], value: str | None) -> dbc.Col:
 
 
 def circuit_controls(
-    options: dict[str, list[str]], values: dict[str, str | None], threshold: float, node: str | None
+    options: dict[str, list[str]],
+    values: dict[str, str | None],
+    threshold: float,
+    node: str | None,
+    block: str | None = None,
 ) -> list:
-    """Build the model/task/sweep/k selectors, the edge threshold slider and the node search."""
+    """Build the model/task/sweep/k selectors, the edge threshold slider, the node search and
+    the block view selector."""
     threshold_column = dbc.Col(
         [
             dbc.Label("edge threshold (fraction of the largest |weight|)"),
@@ -51,7 +57,35 @@ def circuit_controls(
                 marks={0: "0", 0.5: "0.5", 1: "1"},
             ),
         ],
-        md=6,
+        md=4,
+    )
+    # The URL's block is an option from the start, because Dash 4's Dropdown resets a value that
+    # is missing from its options. The circuit's blocks replace the options once it loads.
+    block_column = dbc.Col(
+        [
+            dbc.Label("block view", html_for="circuit-block"),
+            dbc.InputGroup(
+                [
+                    dcc.Dropdown(
+                        id="circuit-block",
+                        options=[block] if block else [],
+                        value=block,
+                        clearable=True,
+                        placeholder="whole circuit",
+                        style={"flex": "1"},
+                    ),
+                    dbc.Button(
+                        "Whole circuit",
+                        id="circuit-block-reset",
+                        size="sm",
+                        color="secondary",
+                        outline=True,
+                    ),
+                ],
+                className="flex-nowrap",
+            ),
+        ],
+        md=4,
     )
     search_column = dbc.Col(
         [
@@ -63,11 +97,11 @@ def circuit_controls(
                 placeholder="search or click a node",
             ),
         ],
-        md=6,
+        md=4,
     )
     return [
         dbc.Row([_selector(level, options[level], values[level]) for level in LEVELS]),
-        dbc.Row([threshold_column, search_column], className="my-2"),
+        dbc.Row([threshold_column, block_column, search_column], className="my-2"),
     ]
 
 
@@ -90,12 +124,7 @@ def loss_panel() -> list:
 
 def graph_panel() -> list:
     """Build the cytoscape graph (elements come from a callback), its legend, PNG and JSON export."""
-    legend = html.Div(
-        "Colour: ablation delta (blue: ablating the node raises the task "
-        "loss; red: lowers it). Edge width: |weight|; blue positive, red "
-        "negative.",
-        className="text-muted small",
-    )
+    legend = html.Div(id="circuit-legend", className="text-muted small")
     download = dbc.Button(
         "Download PNG",
         id="circuit-download",
@@ -138,9 +167,19 @@ def graph_panel() -> list:
     ]
 
 
-def node_panel(fraction: str, sample: int) -> list:
+def node_panel(fraction: str, sample: int, scale: str = SYMMETRIC_SCALE) -> list:
     """Build the selected node's card, task heatmap, attention panel (for q/k/v nodes) and
     pretraining examples, filled by callbacks."""
+    scale_toggle = dbc.RadioItems(
+        id="circuit-heatmap-scale",
+        options=[
+            {"label": "zero-centred colour scale", "value": SYMMETRIC_SCALE},
+            {"label": "min..max colour scale", "value": AUTO_SCALE},
+        ],
+        value=scale,
+        inline=True,
+        className="small",
+    )
     return [
         dbc.Row(
             [
@@ -148,6 +187,7 @@ def node_panel(fraction: str, sample: int) -> list:
                 dbc.Col(
                     [
                         html.H5("Activations on the task samples"),
+                        scale_toggle,
                         dcc.Loading(html.Div(id="circuit-node-heatmap")),
                     ],
                     md=8,

@@ -1,7 +1,8 @@
 """Circuit page: pick a pruned circuit, see its graph, click a node to see what it reads on the task.
 
 URL parameters (see `webapp.url_state`): model, task, sweep, k, threshold, node, fraction, sample
-(the stored task sample of the attention panel).
+(the stored task sample of the attention panel), block (the single-block view) and scale
+(the heatmaps' colour scale).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from registry.catalogue import CatalogueError
 from webapp import graph
 from webapp.circuit_data import (
     check_node,
+    choose_default_k,
     load_circuit,
     load_sweep,
     node_examples,
@@ -27,6 +29,7 @@ from webapp.components.node_card import node_card
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, get_store
 from webapp.figures import circuit_loss_figure, empty_figure, sweep_figure
+from webapp.heatmap import HEATMAP_SCALES, SYMMETRIC_SCALE
 from webapp.live import list_task_names
 from webapp.selection import LEVELS, resolve_selection
 from webapp.url_state import ViewState, parse_query, query_string_for, to_query_string, update_state
@@ -40,7 +43,8 @@ LOAD_ERRORS = (DataFileError, CatalogueError, ValueError, KeyError)
 
 def layout(**query) -> html.Div:
     state, messages = parse_query(query)
-    selection = resolve_selection(get_store(), {level: getattr(state, level) for level in LEVELS})
+    requested = {level: getattr(state, level) for level in LEVELS}
+    selection = resolve_selection(get_store(), requested, choose_default_k)
     messages += selection.replacements + selection.problems
     return html.Div(
         [
@@ -51,12 +55,14 @@ def layout(**query) -> html.Div:
             # resets a value that is missing from its options, and the options arrive later.
             dcc.Store(id="circuit-selected-node", data=state.node),
             html.Div(message_list(messages), id="circuit-url-messages"),
-            *circuit_controls(selection.options, selection.values, state.threshold, state.node),
+            *circuit_controls(
+                selection.options, selection.values, state.threshold, state.node, state.block
+            ),
             html.Div(id="circuit-selector-messages"),
             html.Div(id="circuit-messages"),
             *loss_panel(),
             *graph_panel(),
-            *node_panel(state.fraction, state.sample),
+            *node_panel(state.fraction, state.sample, state.scale),
         ]
     )
 
@@ -75,7 +81,7 @@ def update_selectors(model, task, sweep, k):
     failed listings get a message, because a fallback after a change is expected.
     """
     requested = dict(zip(LEVELS, (model, task, sweep, k), strict=True))
-    selection = resolve_selection(get_store(), requested)
+    selection = resolve_selection(get_store(), requested, choose_default_k)
     return (
         *(selection.options[level] for level in LEVELS),
         *(selection.values[level] for level in LEVELS),
@@ -88,17 +94,19 @@ def update_selectors(model, task, sweep, k):
     Output("circuit-loss-figure", "figure"),
     Output("circuit-style-inputs", "data"),
     Output("circuit-messages", "children"),
+    Output("circuit-legend", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
 )
 def load_selected_circuit(model, task, sweep, k):
-    """Load the selected circuit: node search options, loss figure and colour ranges."""
+    """Load the selected circuit: node search options, loss figure, colour ranges and legend."""
     if None in (model, task, sweep, k):
-        return [], empty_figure(""), None, []
+        return [], empty_figure(""), None, [], None
     try:
         circuit = load_circuit(model, task, sweep, k)
     except LOAD_ERRORS as err:
         logger.warning("circuit %s/%s/%s/%s failed to load: %s", model, task, sweep, k, err)
-        return [], empty_figure("No circuit loaded."), None, message_list([str(err)], "danger")
+        messages = message_list([str(err)], "danger")
+        return [], empty_figure("No circuit loaded."), None, messages, None
 
     figure = circuit_loss_figure(
         circuit["loss"],
@@ -106,9 +114,39 @@ def load_selected_circuit(model, task, sweep, k):
         [tuple(p) for p in circuit["search_losses"]],
         circuit["block_deltas"],
     )
-    low, high = graph.importance_range(circuit)
+    low, high = graph.colour_range(circuit)
     style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
-    return graph.node_options(circuit), figure, style_inputs, []
+    legend = graph.colour_legend(low, high, graph.colour_floor(circuit))
+    return graph.node_options(circuit), figure, style_inputs, [], legend
+
+
+@callback(
+    Output("circuit-block", "options"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+    State("circuit-block", "value"),
+)
+def list_blocks(model, task, sweep, k, block):
+    """List the circuit's blocks for the block view selector (keeping the shown block listed)."""
+    blocks = []
+    if None not in (model, task, sweep, k):
+        try:
+            blocks = graph.circuit_blocks(load_circuit(model, task, sweep, k))
+        except LOAD_ERRORS:
+            pass  # load_selected_circuit shows the error
+    # A block that the circuit lacks stays listed, so that draw_graph can name it in a message.
+    if block and block not in blocks:
+        blocks.append(block)
+    return blocks
+
+
+@callback(
+    Output("circuit-block", "value"),
+    Input("circuit-block-reset", "n_clicks"),
+    prevent_initial_call=True,
+)
+def show_whole_circuit(n_clicks):
+    """Leave the block view."""
+    return None
 
 
 @callback(
@@ -116,11 +154,13 @@ def load_selected_circuit(model, task, sweep, k):
     Output("circuit-summary", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
     Input("circuit-threshold", "value"),
+    Input("circuit-block", "value"),
 )
-def draw_graph(model, task, sweep, k, threshold):
-    """Draw the selected circuit with the edges above the threshold, and summarise it.
+def draw_graph(model, task, sweep, k, threshold, block=None):
+    """Draw the selected circuit (or one `block` of it) with the edges above the threshold.
 
-    A circuit that fails to load draws nothing; `load_selected_circuit` shows the error.
+    A circuit that fails to load draws nothing; `load_selected_circuit` shows the error. A block
+    that is invalid or keeps no nodes draws the whole circuit, with a message naming it.
     """
     if None in (model, task, sweep, k):
         return [], notice("Select a model, task, sweep and k.")
@@ -134,16 +174,35 @@ def draw_graph(model, task, sweep, k, threshold):
     except ValueError as err:
         logger.info("edge threshold %r replaced by 0: %s", threshold, err)
         threshold = 0.0
-    elements = graph.build_elements(circuit, threshold)
+    shown, block_messages = _shown_part(circuit, block)
+    elements = graph.build_elements(shown, threshold)
     shown_edges = sum(1 for element in elements if "source" in element["data"])
+    block_text = ""
+    if shown is not circuit:
+        block_text = (
+            f"Block {block} alone: {len(shown['nodes'])} nodes (with the other ends of its "
+            f"edges), {len(shown['edges'])} edges. "
+        )
     summary = html.P(
-        f"{len(circuit['nodes'])} nodes kept of {circuit['num_total_nodes']}; "
+        f"{block_text}{len(circuit['nodes'])} nodes kept of {circuit['num_total_nodes']}; "
         f"{len(circuit['edges'])} edges, {shown_edges} shown at threshold {threshold:g}. "
         f"Task loss per sequence: full model {circuit['loss']:.4f}, "
         f"circuit {circuit['interv_loss']:.4f}.",
         id="circuit-summary-text",
     )
-    return elements, summary
+    return elements, [*message_list(block_messages), summary]
+
+
+def _shown_part(circuit: dict, block: str | None) -> tuple[dict, list[str]]:
+    """Return the part of the circuit to draw (one block or all of it) and messages."""
+    if not block:
+        return circuit, []
+    try:
+        block = update_state(parse_query({})[0], block=block).block
+        return graph.block_subgraph(circuit, block), []
+    except ValueError as err:
+        logger.info("block view %r not shown: %s", block, err)
+        return circuit, [f"Showing the whole circuit: {err}."]
 
 
 # Hovering runs in the browser: a server round trip per mouse move would lag.
@@ -243,10 +302,16 @@ def show_selected_in_search(selected, options):
     Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
     Input("circuit-style-inputs", "data"),
+    Input("circuit-heatmap-scale", "value"),
     *(State(f"circuit-{level}", "value") for level in LEVELS),
 )
-def show_node(node, fraction, style_inputs, model, task, sweep, k):
-    """Show the selected node's details, task heatmap and examples, and highlight it."""
+def show_node(node, fraction, style_inputs, scale, model, task, sweep, k):
+    """Show the selected node's details, task heatmap and examples, and highlight it.
+
+    `scale` is the heatmaps' colour scale, `symmetric` or `auto` (an invalid one shows symmetric).
+    """
+    if scale not in HEATMAP_SCALES:
+        scale = SYMMETRIC_SCALE
     try:
         base = _style_base(style_inputs)
     except ValueError as err:
@@ -267,13 +332,18 @@ def show_node(node, fraction, style_inputs, model, task, sweep, k):
 
     example_columns = dbc.Row(
         [
-            dbc.Col([html.H6(title), render_heatmap(rows) if rows else notice("none stored")])
+            dbc.Col(
+                [
+                    html.H6(title),
+                    render_heatmap(rows, scale=scale) if rows else notice("none stored"),
+                ]
+            )
             for title, rows in (("bottom", examples["bottom"]), ("top", examples["top"]))
         ]
     )
     return (
-        node_card(details, per_token_href(model, task, str(key))),
-        render_heatmap(heatmap, element_id="circuit-task-heatmap"),
+        node_card(details, per_token_href(model, task, sweep, k, str(key))),
+        render_heatmap(heatmap, element_id="circuit-task-heatmap", scale=scale),
         example_columns,
         graph.build_stylesheet(*base, selected=str(key)),
     )
@@ -293,11 +363,16 @@ def _style_base(style_inputs) -> tuple[float, float, float]:
     return tuple(float(style_inputs[field]) for field in fields)
 
 
-def per_token_href(model: str, task: str, node: str) -> str:
-    """Link to the per-token page for `node`, on the circuit's task when that page knows it."""
+def per_token_href(model: str, task: str, sweep: str, k: str, node: str) -> str:
+    """Build the per-token page link for `node`, on the circuit's task when the task registry lists it.
+
+    With the task, the link keeps `sweep` and `k`, so the per-token predictions run the same
+    circuit. Without it, the per-token page predicts with another task's circuit, so the link
+    leaves them out.
+    """
     state = ViewState(model=model, node=node, source="text")
     if task in list_task_names():
-        state = ViewState(model=model, node=node, source="task", task=task)
+        state = ViewState(model=model, node=node, source="task", task=task, sweep=sweep, k=k)
     return "/per-token" + to_query_string(state)
 
 
@@ -308,8 +383,12 @@ def per_token_href(model: str, task: str, node: str) -> str:
     Input("circuit-selected-node", "data"),
     Input("circuit-fraction", "value"),
     Input("circuit-sample", "value"),
+    Input("circuit-block", "value"),
+    Input("circuit-heatmap-scale", "value"),
 )
-def serialise_query(model, task, sweep, k, threshold, node, fraction, sample):
+def serialise_query(
+    model, task, sweep, k, threshold, node, fraction, sample, block=None, scale=None
+):
     """Serialise the current view into the query string for the address bar."""
     query = query_string_for(
         model=model,
@@ -320,6 +399,8 @@ def serialise_query(model, task, sweep, k, threshold, node, fraction, sample):
         node=node,
         fraction=fraction,
         sample=sample,
+        block=block,
+        scale=scale,
     )
     return dash.no_update if query is None else query
 
