@@ -89,8 +89,16 @@ def test_activation_figure_colours_sign():
 
 def test_activation_figure_hover_escapes_tokens():
     # Plotly renders tags in hover text, so a token such as "<b>" must reach it as entities.
-    figure = figures.activation_figure(["<b>", " x\n"], [1.0, 2.0], "node")
+    row = heatmap.heatmap_row(["<b>", " x\n"], [1.0, 2.0], "text")
+    figure = figures.activation_figure(row["tokens"], row["values"], "node")
     assert list(figure.data[0].hovertext) == ["&lt;b&gt;", "\u00b7x\u21b5"]
+
+
+def test_activation_figure_marks_newline_once():
+    # The per-token page passes heatmap-row tokens, whose newline already carries its mark.
+    row = heatmap.heatmap_row(["'\n", "\n\n"], [1.0, 2.0], "text")
+    figure = figures.activation_figure(row["tokens"], row["values"], "node")
+    assert list(figure.data[0].hovertext) == ["'\u21b5", "\u21b5\u21b5"]
 
 
 def test_visible_whitespace_marks():

@@ -6,6 +6,7 @@ call them without a browser or a store.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -212,13 +213,23 @@ def sweep_figure(
     )
 
 
+def _shown_token_text(token: str) -> str:
+    # `token` already has visible whitespace marks (`webapp.heatmap.heatmap_row`), where a newline
+    # is '↵' followed by a line break. Plotly breaks lines only at `<br>`, so the break is dropped,
+    # and tags such as `<b>` become entities.
+    return html.escape(token.replace("\n", ""), quote=False)
+
+
 def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
-    """Plot a bar per token position with the node's activation; hovering shows the token text."""
+    """Plot a bar per token position with the node's activation; hovering shows the token text.
+
+    `tokens` are the texts of a `webapp.heatmap.heatmap_row`, with whitespace already visible.
+    """
     figure = go.Figure(
         go.Bar(
             x=list(range(len(values))),
             y=list(values),
-            hovertext=[plotly_token_text(token) for token in tokens],
+            hovertext=[_shown_token_text(token) for token in tokens],
             hovertemplate="position %{x}: %{hovertext}<br>activation %{y:.4g}<extra></extra>",
             marker_color=["#2166ac" if v >= 0 else "#b2182b" for v in values],
         )
