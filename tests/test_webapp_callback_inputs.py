@@ -147,3 +147,21 @@ def test_sweep_integral_float_k_accepted(store_copy):
     path.write_text('{"points": [{"k": 8.0, "loss_per_sequence": 0.5}], "k_optim": 8}')
     figure = _page("circuit").show_sweep(MODEL, TASK, SWEEP, "8")
     assert list(figure.data[0].x) == [8]
+
+
+@pytest.mark.parametrize(("channel", "shown"), [(1.5, "channel 1.5"), ("abc", "channel 'abc'")])
+def test_per_token_fractional_channel_rejected(webapp_context, channel, shown):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", channel, "text", None, 0, "x"
+    )
+    assert heatmap is None
+    assert f"{shown} is not a whole number" in _text(messages)
+
+
+@pytest.mark.parametrize(("sample", "shown"), [(1.5, "test pair 1.5"), ("x", "test pair 'x'")])
+def test_per_token_fractional_sample_rejected(webapp_context, sample, shown):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 0, "task", TASK, sample, ""
+    )
+    assert heatmap is None
+    assert f"{shown} is not a whole number" in _text(messages)

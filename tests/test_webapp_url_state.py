@@ -72,6 +72,7 @@ def test_parse_query_empty_is_default():
         ("threshold", "abc"),
         ("sample", "-2"),
         ("sample", "1.5"),
+        ("sample", "abc"),
         ("source", "file"),
         ("fraction", "0.2"),
         ("text", "x" * (MAX_TEXT_CHARS + 1)),
@@ -85,6 +86,9 @@ def test_parse_query_rejects_invalid_value(name, value):
     assert getattr(state, name) == getattr(DEFAULT_STATE, name)
     assert len(messages) == 1
     assert f"Ignored URL parameter {name}=" in messages[0]
+    # Python's own conversion errors ("could not convert", "invalid literal") are not shown.
+    assert "could not convert" not in messages[0]
+    assert "invalid literal" not in messages[0]
 
 
 def test_parse_query_repeated_key_uses_last():

@@ -72,17 +72,40 @@ def _parse_node(value: str) -> str:
 
 
 def _parse_threshold(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise ValueError("expected a number from 0 to 1 (a fraction of the largest edge weight)")
     return number
 
 
-def _parse_sample(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("expected a task sample index >= 0")
+def whole_number(value: Any, name: str) -> int:
+    """Convert a control or URL value to an int; raise ValueError naming a value that is not one.
+
+    Accepts an int, a float with no fractional part (number inputs send 2.0) and a string of
+    digits, so `1.5` is rejected instead of being truncated to 1. Callers check the range.
+    """
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
+        number = int(value)
+    else:
+        number = None
+    if number is None:
+        raise ValueError(f"{name} {value!r} is not a whole number; enter one such as 0 or 3")
     return number
+
+
+def _parse_sample(value: str) -> int:
+    if not re.fullmatch(r"\d{1,9}", value):
+        raise ValueError("expected a task sample index, a whole number >= 0")
+    return int(value)
 
 
 def _parse_source(value: str) -> str:

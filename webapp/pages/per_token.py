@@ -32,6 +32,7 @@ from webapp.url_state import (
     MAX_TEXT_CHARS,
     parse_query,
     query_string_for,
+    whole_number,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,7 @@ def _first_or_requested(requested: str | None, options: list[str]) -> str | None
 
 def _channel(index) -> int:
     """Convert the channel input to an int; raise ValueError naming a value that is not one."""
-    try:
-        channel = int(index)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0") from err
-    if channel != index and str(channel) != str(index):
-        raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0")
-    return channel
+    return whole_number(index, "channel")
 
 
 def _control(label: str, component, width: int) -> dbc.Col:
@@ -217,6 +212,8 @@ def show_activations(model, location, index, source, task, sample, text):
     node = f"{location}:{index}"
     try:
         node = f"{location}:{check_channel(model, location, _channel(index))}"
+        if source != "text":
+            sample = whole_number(0 if sample is None else sample, "test pair")
         sequences = input_sequences(model, source, task, sample, text)
         rows = node_activation_rows(model, node, sequences)
     except LOAD_ERRORS as err:
