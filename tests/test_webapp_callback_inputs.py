@@ -165,3 +165,15 @@ def test_per_token_fractional_sample_rejected(webapp_context, sample, shown):
     )
     assert heatmap is None
     assert f"{shown} is not a whole number" in _text(messages)
+
+
+def test_messages_use_store_relative_paths(store_copy):
+    from webapp.components.messages import message_list
+
+    absolute = f"{store_copy}/models/{MODEL}/final_model.pt is empty"
+    uri = f"Cannot load {store_copy.as_uri()}/viz/x/viz_data.pt"
+    text = _text(message_list([absolute, uri]))
+
+    assert f"models/{MODEL}/final_model.pt is empty" in text
+    assert "Cannot load viz/x/viz_data.pt" in text
+    assert str(store_copy) not in text
