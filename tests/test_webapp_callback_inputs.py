@@ -104,7 +104,7 @@ def test_per_token_last_channel_of_each_location(webapp_context):
 @pytest.mark.parametrize("content", ["{not json", '"not a record"', "{not json\n\n"])
 def test_one_line_invalid_progress_is_named(store_copy, content):
     (store_copy / "train_curves" / MODEL / "progress.json").write_text(content)
-    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, None)
     text = _text(messages)
     assert f"train_curves/{MODEL}/progress.json" in text
     assert "line 1" in text
@@ -112,7 +112,7 @@ def test_one_line_invalid_progress_is_named(store_copy, content):
 
 def test_empty_progress_file_is_named(store_copy):
     (store_copy / "train_curves" / MODEL / "progress.json").write_text("\n")
-    _, _, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    _, _, figure, messages = _page("models").show_training_curves(MODEL, None, None)
     assert f"No records in train_curves/{MODEL}/progress.json" in _text(messages)
     assert f"train_curves/{MODEL}/progress.json" in figure.layout.annotations[0].text
 

@@ -79,6 +79,8 @@ def test_parse_query_empty_is_default():
         ("position", "-1"),
         ("position", "2.5"),
         ("position", "1234567"),
+        ("log", "z"),
+        ("log", "x,z"),
     ],
 )
 def test_parse_query_rejects_invalid_value(name, value):
@@ -112,6 +114,9 @@ def test_parse_query_ignores_unknown_keys():
         ViewState(source="text", text="a b&c=d?e#f\n\tπ <b>", sample=3),
         ViewState(model="m", task="t", sweep="s", k="k_optim", position=0),
         ViewState(metrics=("test_xent", "num_alive_neurons/c_fc/layer_0")),
+        ViewState(model="m", metrics=()),
+        ViewState(log=("x", "y")),
+        ViewState(log=("y",)),
     ],
 )
 def test_query_string_round_trip(state):
@@ -155,3 +160,10 @@ def test_head_and_channel_only_for_qkv():
     assert head_and_channel(NodeKey("1.attn.v", 37), d_head=16) == (2, 5)
     assert head_and_channel(NodeKey("1.mlp.post_act", 37), d_head=16) is None
     assert describe_node(NodeKey("1.attn.q", 17), d_head=16) == "1.attn.q:17 (head 1, channel 1)"
+
+
+def test_empty_metrics_written_as_none():
+    assert to_query_string(ViewState(model="m", metrics=())) == "?model=m&metrics=none"
+    assert to_query_string(ViewState(model="m")) == "?model=m"
+    assert parse_query({"metrics": "none"})[0].metrics == ()
+    assert parse_query({})[0].metrics is None

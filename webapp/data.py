@@ -202,6 +202,18 @@ def training_records(model: str) -> list[dict[str, Any]]:
     return _training_records(relpath, identity)
 
 
+def final_training_values(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return each field's value in the last record that has it (the run's final metrics).
+
+    Evaluation metrics such as test_xent are logged on fewer steps than train_xent, so the very
+    last record may lack them.
+    """
+    final: dict[str, Any] = {}
+    for record in records:
+        final.update({key: value for key, value in record.items() if value is not None})
+    return final
+
+
 @cache.memoize()
 def _training_records(relpath: str, identity: FileIdentity) -> list[dict[str, Any]]:
     lines = Path(identity.path).read_text(errors="replace").splitlines()

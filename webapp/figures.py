@@ -54,8 +54,14 @@ def default_metrics(records: Sequence[dict]) -> list[str]:
     return chosen or available[:1]
 
 
-def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> go.Figure:
-    """Plot one subplot per metric against the training step (record order without `step`)."""
+def training_curves_figure(
+    records: Sequence[dict], metrics: Sequence[str], log_axes: Sequence[str] = ()
+) -> go.Figure:
+    """Plot one subplot per metric against the training step (record order without `step`).
+
+    `log_axes` lists the axes ("x", "y") on a log scale. A log axis leaves out points <= 0,
+    such as step 0.
+    """
     if not records:
         return empty_figure("The progress file has no records.")
     if not metrics:
@@ -81,6 +87,10 @@ def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> g
             col=1,
         )
     figure.update_xaxes(title_text="step", row=len(metrics), col=1)
+    if "x" in log_axes:
+        figure.update_xaxes(type="log")
+    if "y" in log_axes:
+        figure.update_yaxes(type="log")
     return _light(figure, height=220 * len(metrics) + 60, showlegend=False, margin={"t": 40})
 
 

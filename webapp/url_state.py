@@ -27,6 +27,9 @@ MAX_TEXT_CHARS = 4000
 MAX_NAME_CHARS = 200
 SAMPLE_SOURCES = ("task", "text")
 EXAMPLE_FRACTIONS = ("0.001", "0.01", "0.1", "0.5")
+# `metrics=none` keeps an empty curve selection; without a metrics parameter the usual curves show.
+NO_METRICS = "none"
+LOG_AXES = ("x", "y")
 
 # Model, task and sweep names are folder names in the store: letters, digits, '_', '-', '.'.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -47,9 +50,11 @@ class ViewState:
     source: str = "task"
     text: str = ""
     fraction: str = "0.001"
-    metrics: tuple[str, ...] = ()
+    # Curves of the models page; None: the usual ones, (): none (written as `metrics=none`).
+    metrics: tuple[str, ...] | None = None
     channel: int = 0  # residual-stream channel on the embeddings page
     position: int | None = None  # token position of the per-token page's predictions; None: last
+    log: tuple[str, ...] = ()  # training-curve axes on a log scale: "x", "y" or both
 
 
 DEFAULT_STATE = ViewState()
@@ -127,6 +132,8 @@ def _parse_fraction(value: str) -> str:
 
 
 def _parse_metrics(value: str) -> tuple[str, ...]:
+    if value == NO_METRICS:
+        return ()
     names = tuple(name for name in value.split(",") if name)
     if len(names) > 12 or any(len(name) > MAX_NAME_CHARS for name in names):
         raise ValueError("expected at most 12 comma-separated metric names")
@@ -145,6 +152,13 @@ def _parse_position(value: str) -> int:
     return int(value)
 
 
+def _parse_log(value: str) -> tuple[str, ...]:
+    axes = tuple(axis for axis in LOG_AXES if axis in value.split(","))
+    if not axes or set(value.split(",")) - set(LOG_AXES):
+        raise ValueError("expected x, y or x,y (the training-curve axes on a log scale)")
+    return axes
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -159,6 +173,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "metrics": _parse_metrics,
     "channel": _parse_channel,
     "position": _parse_position,
+    "log": _parse_log,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 
@@ -195,7 +210,7 @@ def to_query_string(state: ViewState) -> str:
         if value == getattr(DEFAULT_STATE, field.name) or value is None:
             continue
         if isinstance(value, tuple):
-            value = ",".join(value)
+            value = ",".join(value) or (NO_METRICS if field.name == "metrics" else "")
         elif isinstance(value, float):
             value = f"{value:g}"
         pairs.append((field.name, str(value)))
