@@ -177,3 +177,16 @@ def test_messages_use_store_relative_paths(store_copy):
     assert f"models/{MODEL}/final_model.pt is empty" in text
     assert "Cannot load viz/x/viz_data.pt" in text
     assert str(store_copy) not in text
+
+
+def test_per_token_text_over_url_limit_is_message(webapp_context):
+    from webapp.url_state import MAX_TEXT_URL_BYTES
+
+    text = "\u00e9" * (MAX_TEXT_URL_BYTES // 6 + 1)
+    per_token = _page("per_token")
+    heatmap, _, messages = per_token.show_activations(MODEL, "0.attn.q", 0, "text", None, 0, text)
+
+    assert heatmap is None
+    assert f"the limit is {MAX_TEXT_URL_BYTES}" in _text(messages)
+    query = per_token.serialise_query(MODEL, "0.attn.q", 0, "text", None, 0, text, None, None, None)
+    assert query is no_update

@@ -7,7 +7,8 @@ import pytest
 from webapp.nodes import NodeKey, describe_node, head_and_channel, parse_node_key
 from webapp.url_state import (
     DEFAULT_STATE,
-    MAX_TEXT_CHARS,
+    MAX_NAME_CHARS,
+    MAX_TEXT_URL_BYTES,
     ViewState,
     parse_query,
     to_query_string,
@@ -75,7 +76,8 @@ def test_parse_query_empty_is_default():
         ("sample", "abc"),
         ("source", "file"),
         ("fraction", "0.2"),
-        ("text", "x" * (MAX_TEXT_CHARS + 1)),
+        ("text", "x" * (MAX_TEXT_URL_BYTES + 1)),
+        ("text", "\u00e9" * (MAX_TEXT_URL_BYTES // 6 + 1)),
         ("position", "-1"),
         ("position", "2.5"),
         ("position", "1234567"),
@@ -167,3 +169,46 @@ def test_empty_metrics_written_as_none():
     assert to_query_string(ViewState(model="m")) == "?model=m"
     assert parse_query({"metrics": "none"})[0].metrics == ()
     assert parse_query({})[0].metrics is None
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("x" * MAX_TEXT_URL_BYTES, True),
+        ("x" * (MAX_TEXT_URL_BYTES + 1), False),
+        (" " * (MAX_TEXT_URL_BYTES // 3), True),
+        (" " * (MAX_TEXT_URL_BYTES // 3 + 1), False),
+        ("\U0001f600" * (MAX_TEXT_URL_BYTES // 12), True),
+        ("\U0001f600" * (MAX_TEXT_URL_BYTES // 12 + 1), False),
+    ],
+)
+def test_text_limit_counts_url_bytes(text, accepted):
+    state, messages = parse_query({"text": text})
+    assert (state.text == text) is accepted
+    assert (messages == []) is accepted
+    if not accepted:
+        assert f"the limit is {MAX_TEXT_URL_BYTES}" in messages[0]
+
+
+def test_longest_per_token_url_fits_gunicorn():
+    import runpy
+    from pathlib import Path
+
+    config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "gunicorn.conf.py"))
+    name = "n" * MAX_NAME_CHARS
+    state = ViewState(
+        model=name,
+        task=name,
+        sweep=name,
+        k="9" * 9,
+        node="999.attn.resid_delta:9999999",
+        source="text",
+        text="%" * (MAX_TEXT_URL_BYTES // 3),
+        sample=10**9 - 1,
+        position=999999,
+    )
+    query = to_query_string(state)
+    assert parse_query(_query_dict(query)) == (state, [])
+
+    request_line = f"GET /per-token{query} HTTP/1.1"
+    assert len(request_line.encode()) <= config["limit_request_line"] <= 8190

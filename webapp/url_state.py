@@ -21,9 +21,12 @@ from webapp.nodes import parse_node_key
 
 logger = logging.getLogger(__name__)
 
-# Maximum text length (characters) the per-token page accepts from a URL or the text box. The token
-# limit is the model's block_size, checked after tokenizing.
-MAX_TEXT_CHARS = 4000
+# Maximum length of the per-token text once URL-encoded as `to_query_string` writes it: a letter or
+# digit takes 1 byte, a space or symbol 3 and a non-ASCII character up to 12. The whole request line
+# of the longest valid per-token URL must stay within gunicorn's `limit_request_line`
+# (gunicorn.conf.py, 8190 bytes, gunicorn's maximum); tests/test_webapp_url_state.py checks that.
+# The token limit is the model's block_size, checked after tokenizing.
+MAX_TEXT_URL_BYTES = 6000
 MAX_NAME_CHARS = 200
 SAMPLE_SOURCES = ("task", "text")
 EXAMPLE_FRACTIONS = ("0.001", "0.01", "0.1", "0.5")
@@ -34,6 +37,7 @@ LOG_AXES = ("x", "y")
 # Model, task and sweep names are folder names in the store: letters, digits, '_', '-', '.'.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _K_RE = re.compile(r"\d{1,9}|k_optim")
+_QUERY_SAFE = ":,"  # characters left unescaped in query values
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,20 @@ def _parse_source(value: str) -> str:
     return value
 
 
-def _parse_text(value: str) -> str:
-    if len(value) > MAX_TEXT_CHARS:
-        raise ValueError(f"text is {len(value)} characters long; the limit is {MAX_TEXT_CHARS}")
+def text_url_bytes(text: str) -> int:
+    """Return the length of `text` URL-encoded as a query value of `to_query_string`."""
+    return len(quote(text, safe=_QUERY_SAFE))
+
+
+def check_text(value: str) -> str:
+    """Return the per-token `value`; raise ValueError when its URL form exceeds the limit."""
+    size = text_url_bytes(value)
+    if size > MAX_TEXT_URL_BYTES:
+        raise ValueError(
+            f"the text takes {size} bytes in the URL; the limit is {MAX_TEXT_URL_BYTES} "
+            "(a letter or digit takes 1 byte, a space or symbol 3, a non-ASCII character up to "
+            "12), so shorten it"
+        )
     return value
 
 
@@ -168,7 +183,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "threshold": _parse_threshold,
     "sample": _parse_sample,
     "source": _parse_source,
-    "text": _parse_text,
+    "text": check_text,
     "fraction": _parse_fraction,
     "metrics": _parse_metrics,
     "channel": _parse_channel,
@@ -216,7 +231,7 @@ def to_query_string(state: ViewState) -> str:
         pairs.append((field.name, str(value)))
     if not pairs:
         return ""
-    return "?" + urlencode(pairs, quote_via=quote, safe=":,")
+    return "?" + urlencode(pairs, quote_via=quote, safe=_QUERY_SAFE)
 
 
 def update_state(state: ViewState, **changes: Any) -> ViewState:

@@ -29,7 +29,8 @@ from webapp.live import (
 )
 from webapp.nodes import parse_node_key
 from webapp.url_state import (
-    MAX_TEXT_CHARS,
+    MAX_TEXT_URL_BYTES,
+    check_text,
     parse_query,
     query_string_for,
     whole_number,
@@ -99,7 +100,8 @@ def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) 
     text_area = dcc.Textarea(
         id="tokens-text",
         value=text,
-        maxLength=MAX_TEXT_CHARS,
+        # A character takes at least 1 byte in the URL; check_text applies the exact limit.
+        maxLength=MAX_TEXT_URL_BYTES,
         style={"width": "100%", "height": "6rem", "fontFamily": "monospace"},
     )
     return dbc.Row(
@@ -107,7 +109,9 @@ def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) 
             _control("task", task_dropdown, 4),
             _control("test pair", sample_input, 2),
             _control(
-                f"text (at most block_size tokens, {MAX_TEXT_CHARS} characters)", text_area, 6
+                f"text (at most block_size tokens and {MAX_TEXT_URL_BYTES} bytes in the URL)",
+                text_area,
+                6,
             ),
         ],
         className="mb-2",
@@ -212,7 +216,9 @@ def show_activations(model, location, index, source, task, sample, text):
     node = f"{location}:{index}"
     try:
         node = f"{location}:{check_channel(model, location, _channel(index))}"
-        if source != "text":
+        if source == "text" and isinstance(text, str):
+            check_text(text)
+        else:
             sample = whole_number(0 if sample is None else sample, "test pair")
         sequences = input_sequences(model, source, task, sample, text)
         rows = node_activation_rows(model, node, sequences)
