@@ -421,6 +421,101 @@ def test_per_token_text_matches_model(webapp_context, webapp_store):
     )
 
 
+def test_per_token_several_nodes_match_model(webapp_context, webapp_store):
+    text = "x = (1)\n"
+    compared = ["0.attn.v:3", "1.mlp.post_act:5"]
+    heatmap, figure, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 2, "text", None, 0, text, compared
+    )
+    assert messages == []
+
+    nodes = ["0.attn.q:2", *compared]
+    heat = figure.data[0]
+    assert heat.type == "heatmap"
+    assert list(heat.y) == nodes
+    for node, row in zip(nodes, heat.z, strict=True):
+        location, index = node.split(":")
+        expected = _direct_activations(webapp_store, text, location, int(index))
+        assert list(row) == pytest.approx(expected, abs=1e-6)
+
+    titles = [row.children[0].children for row in heatmap.children[:-1]]
+    assert titles == [f"{node} on the text" for node in nodes]
+
+
+def test_per_token_compared_node_repeats_dropped(webapp_context):
+    _, figure, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 2, "text", None, 0, "x", ["0.attn.q:2"]
+    )
+    assert messages == []
+    assert figure.data[0].type == "bar"
+
+
+@pytest.mark.parametrize(
+    ("compared", "message"),
+    [
+        (["0.attn.q:8"], "compared node '0.attn.q:8': channel 8 is out of range"),
+        (["5.attn.q:1"], "compared node '5.attn.q:1': 5.attn.q is not a location of tiny"),
+        (["0.attn.z:1"], "compared node '0.attn.z:1': invalid node"),
+        ([3], "compared node 3: invalid node 3"),
+    ],
+)
+def test_per_token_bad_compared_node_is_named(webapp_context, compared, message):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 2, "text", None, 0, "x", compared
+    )
+    assert heatmap is None
+    assert message in _text(messages)
+
+
+def test_per_token_add_and_remove_nodes(webapp_context):
+    from dash._callback_context import context_value
+    from dash._utils import AttributeDict
+
+    per_token = _page("per_token")
+
+    def run(triggered, nodes, location, index):
+        prop = f"{triggered}.n_clicks" if triggered == "tokens-add-node" else f"{triggered}.value"
+        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop, "value": 1}]))
+        return per_token.update_compared_nodes(1, nodes, location, index)
+
+    options, value, messages = run("tokens-add-node", [], "0.attn.v", 3)
+    assert value == options == ["0.attn.v:3"]
+    assert messages == []
+    _, value, _ = run("tokens-add-node", value, "0.attn.v", 3)
+    assert value == ["0.attn.v:3"]
+    _, value, _ = run("tokens-nodes", [], "0.attn.v", 3)
+    assert value == []
+
+    full = [f"0.attn.v:{i}" for i in range(8)]
+    _, value, messages = run("tokens-add-node", full, "1.attn.q", 0)
+    assert value == full
+    assert "at most 8 nodes" in _text(messages)
+    _, value, messages = run("tokens-add-node", [], "0.attn.v", 1.5)
+    assert value == []
+    assert "channel 1.5 is not a whole number" in _text(messages)
+
+
+def test_per_token_nodes_round_trip_through_url(webapp_context):
+    per_token = _page("per_token")
+    query = per_token.serialise_query(
+        MODEL,
+        "0.attn.q",
+        3,
+        "text",
+        None,
+        0,
+        "a",
+        None,
+        None,
+        None,
+        ["0.attn.v:1", "1.mlp.act_in:2"],
+    )
+    assert query.endswith("&nodes=0.attn.v:1,1.mlp.act_in:2")
+
+    layout = per_token.layout(model=MODEL, node="0.attn.q:3", nodes="0.attn.v:1,1.mlp.act_in:2")
+    assert _find(layout, "tokens-nodes").value == ["0.attn.v:1", "1.mlp.act_in:2"]
+
+
 def test_per_token_task_sample_two_rows(webapp_context):
     heatmap, _, messages = _page("per_token").show_activations(
         MODEL, "0.attn.v", 1, "task", "single_double_quote", 2, ""

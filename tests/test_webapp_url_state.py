@@ -7,6 +7,7 @@ import pytest
 from webapp.nodes import NodeKey, describe_node, head_and_channel, parse_node_key
 from webapp.url_state import (
     DEFAULT_STATE,
+    MAX_COMPARED_NODES,
     MAX_NAME_CHARS,
     MAX_TEXT_URL_BYTES,
     ViewState,
@@ -83,6 +84,8 @@ def test_parse_query_empty_is_default():
         ("position", "1234567"),
         ("log", "z"),
         ("log", "x,z"),
+        ("nodes", "0.attn.q:1,0.attn.z:2"),
+        ("nodes", ",".join(f"0.attn.q:{i}" for i in range(9))),
     ],
 )
 def test_parse_query_rejects_invalid_value(name, value):
@@ -119,6 +122,7 @@ def test_parse_query_ignores_unknown_keys():
         ViewState(model="m", metrics=()),
         ViewState(log=("x", "y")),
         ViewState(log=("y",)),
+        ViewState(node="0.attn.q:1", nodes=("0.attn.v:2", "1.mlp.post_act:30")),
     ],
 )
 def test_query_string_round_trip(state):
@@ -202,6 +206,7 @@ def test_longest_per_token_url_fits_gunicorn():
         sweep=name,
         k="9" * 9,
         node="999.attn.resid_delta:9999999",
+        nodes=tuple(f"999.attn.resid_delta:999999{i}" for i in range(MAX_COMPARED_NODES)),
         source="text",
         text="%" * (MAX_TEXT_URL_BYTES // 3),
         sample=10**9 - 1,

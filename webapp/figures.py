@@ -254,6 +254,43 @@ def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str
     )
 
 
+def nodes_activation_figure(
+    tokens: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], title: str
+) -> go.Figure:
+    """Plot several nodes' activations as rows of one heatmap (node by token position).
+
+    `tokens` are heatmap-row texts, as for `activation_figure`; `series` contains (node, values) pairs,
+    the first at the top. Blue is positive and red negative, on a scale centred at 0.
+    """
+    token_texts = [_shown_token_text(token) for token in tokens]
+    names = [name for name, _ in series]
+    limit = max((abs(v) for _, values in series for v in values), default=0.0) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=[list(values) for _, values in series],
+            x=list(range(len(tokens))),
+            y=names,
+            customdata=[token_texts] * len(series),
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            hovertemplate=(
+                "%{y}<br>position %{x}: %{customdata}<br>activation %{z:.4g}<extra></extra>"
+            ),
+            colorbar={"title": "activation"},
+        )
+    )
+    figure.update_yaxes(autorange="reversed", type="category")
+    return _light(
+        figure,
+        title=title,
+        height=120 + 36 * len(series),
+        xaxis_title="token position",
+        margin={"t": 40},
+    )
+
+
 def attention_figure(
     labels: Sequence[str], matrix: Sequence[Sequence[float | None]], title: str, *, signed: bool
 ) -> go.Figure:

@@ -33,6 +33,7 @@ EXAMPLE_FRACTIONS = ("0.001", "0.01", "0.1", "0.5")
 # `metrics=none` keeps an empty curve selection; without a metrics parameter the usual curves show.
 NO_METRICS = "none"
 LOG_AXES = ("x", "y")
+MAX_COMPARED_NODES = 8  # nodes the per-token page shows besides `node`
 
 # Model, task and sweep names are folder names in the store: letters, digits, '_', '-', '.'.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -59,6 +60,7 @@ class ViewState:
     channel: int = 0  # residual-stream channel on the embeddings page
     position: int | None = None  # token position of the per-token page's predictions; None: last
     log: tuple[str, ...] = ()  # training-curve axes on a log scale: "x", "y" or both
+    nodes: tuple[str, ...] = ()  # nodes the per-token page shows besides `node`
 
 
 DEFAULT_STATE = ViewState()
@@ -174,6 +176,13 @@ def _parse_log(value: str) -> tuple[str, ...]:
     return axes
 
 
+def _parse_nodes(value: str) -> tuple[str, ...]:
+    keys = [str(parse_node_key(text)) for text in value.split(",") if text]
+    if len(keys) > MAX_COMPARED_NODES:
+        raise ValueError(f"expected at most {MAX_COMPARED_NODES} comma-separated nodes")
+    return tuple(dict.fromkeys(keys))
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -189,6 +198,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "channel": _parse_channel,
     "position": _parse_position,
     "log": _parse_log,
+    "nodes": _parse_nodes,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 
