@@ -106,3 +106,12 @@ def test_callback_accepts_integral_float_channel(webapp_context):
 
     assert messages == []
     assert histogram.layout.title.text.endswith("channel 2")
+
+
+def test_empty_channel_not_written_to_url(webapp_context):
+    from dash import no_update
+
+    serialise = embeddings_page().serialise_query
+    assert serialise(MODEL, None) is no_update
+    assert serialise(MODEL, "") is no_update
+    assert serialise(MODEL, 2) == f"?model={MODEL}&channel=2"

@@ -9,7 +9,7 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import ClientsideFunction, Input, Output, callback, clientside_callback, dcc, html
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list
@@ -144,7 +144,12 @@ def show_channel(model, channel):
     Input("embeddings-channel", "value"),
 )
 def serialise_query(model, channel):
-    """Serialise the current view into the query string for the address bar."""
+    """Serialise the current view into the query string for the address bar.
+
+    An empty channel box shows no channel (only a prompt for one), so the URL keeps the last one.
+    """
+    if channel is None or channel == "":
+        return dash.no_update
     query = query_string_for(model=model, channel=channel)
     return dash.no_update if query is None else query
 
@@ -153,4 +158,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("embeddings-query-applied", "data"),
     Input("embeddings-query", "data"),
+    State("embeddings-query-applied", "data"),
 )

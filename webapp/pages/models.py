@@ -10,7 +10,7 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import ClientsideFunction, Input, Output, callback, clientside_callback, dcc, html
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list, notice
@@ -297,4 +297,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("models-query-applied", "data"),
     Input("models-query", "data"),
+    State("models-query-applied", "data"),
 )

@@ -380,4 +380,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("tokens-query-applied", "data"),
     Input("tokens-query", "data"),
+    State("tokens-query-applied", "data"),
 )
