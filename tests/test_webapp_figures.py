@@ -155,3 +155,15 @@ def test_sweep_figure_range_covers_points_and_k():
 def test_sweep_figure_without_positive_k():
     figure = figures.sweep_figure([{"k": 0, "loss_per_sequence": 0.9}], None, None, None)
     assert "no points with k > 0" in figure.layout.annotations[0].text
+
+
+def test_nodes_activation_figure_rows_and_hover():
+    row = heatmap.heatmap_row(["<b>", "\n"], [1.0, -3.0], "text")
+    series = [("0.attn.q:1", [1.0, -3.0]), ("1.mlp.act_in:2", [0.5, 2.0])]
+    figure = figures.nodes_activation_figure(row["tokens"], series, "2 nodes")
+    heat = figure.data[0]
+
+    assert list(heat.y) == ["0.attn.q:1", "1.mlp.act_in:2"]
+    assert [list(values) for values in heat.z] == [[1.0, -3.0], [0.5, 2.0]]
+    assert [list(texts) for texts in heat.customdata] == [["&lt;b&gt;", "\u21b5"]] * 2
+    assert (heat.zmin, heat.zmid, heat.zmax) == (-3.0, 0, 3.0)

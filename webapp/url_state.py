@@ -115,7 +115,7 @@ def whole_number(value: Any, name: str) -> int:
 
 def _parse_sample(value: str) -> int:
     if not re.fullmatch(r"\d{1,9}", value):
-        raise ValueError("expected a task sample index, a whole number >= 0")
+        raise ValueError("expected a task sample index >= 0 (a whole number)")
     return int(value)
 
 
