@@ -64,21 +64,21 @@ def test_export_rejects_unknown_k(webapp_context):
 VIZ_8 = f"viz/{MODEL}/{TASK}/{SWEEP}/8/viz_data.pt"
 
 
-def _break_file(path, how: str) -> None:
-    if how == "empty":
+def _break_file(path, damage: str) -> None:
+    if damage == "empty":
         path.write_bytes(b"")
     else:
         path.write_bytes(path.read_bytes()[:300])
 
 
-@pytest.mark.parametrize("how", ["empty", "truncated"])
-def test_download_broken_file_is_message(store_copy, how):
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_download_broken_file_is_message(store_copy, damage):
     from dash import no_update
     from webapp_fixtures import component_text
 
     from webapp.export import download_json
 
-    _break_file(store_copy / VIZ_8, how)
+    _break_file(store_copy / VIZ_8, damage)
     sent, messages = download_json(1, *CIRCUIT)
     text = component_text(messages)
 
