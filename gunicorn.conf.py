@@ -14,6 +14,9 @@ preload_app = False
 # The first request for a model or circuit reads it from the store (a download if remote).
 timeout = 120
 accesslog = "-"
+# gunicorn's maximum request line (its default is 4094). The per-token page keeps typed text in the
+# URL, and webapp/url_state.py sizes MAX_TEXT_URL_BYTES so that its longest valid URL fits.
+limit_request_line = 8190
 # gunicorn 25.1+ opens a control socket at one default path per user, so a second instance on the
 # same host would contend for it. The app needs no runtime control. Older versions ignore this.
 control_socket_disable = True

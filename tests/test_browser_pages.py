@@ -75,3 +75,44 @@ def test_per_token_shows_both_predictions(dash_duo, webapp_app):
     assert url_query["k"] == MEANS_K
     assert url_query["task"] == TASK
     assert _severe_logs(dash_duo) == []
+
+
+def test_back_undoes_control_change(dash_duo, webapp_app):
+    import time
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/embeddings?model={MODEL}&channel=1", timeout=20)
+    dash_duo.wait_for_contains_text("#embeddings-top", "top 20 tokens", timeout=30)
+    driver = dash_duo.driver
+
+    def history_length() -> int:
+        return driver.execute_script("return window.history.length")
+
+    def wait_for_channel(value: str) -> None:
+        WebDriverWait(driver, 30).until(lambda _: _query(dash_duo).get("channel") == value)
+
+    # Rendering and the callbacks that follow it add no history entry.
+    loaded = history_length()
+    time.sleep(1.5)
+    assert history_length() == loaded
+
+    channel = dash_duo.find_element("#embeddings-channel")
+    dash_duo.clear_input(channel)
+    channel.send_keys("2")
+    wait_for_channel("2")
+    assert history_length() == loaded + 1  # the cleared box writes nothing; "2" adds one entry
+
+    driver.back()
+    wait_for_channel("1")
+    dash_duo.wait_for_contains_text("#embeddings-histogram", "channel 1", timeout=30)
+    assert dash_duo.find_element("#embeddings-channel").get_attribute("value") == "1"
+    time.sleep(1.5)
+    assert _query(dash_duo) == {"model": MODEL, "channel": "1"}  # no reload loop, no new entry
+    assert history_length() == loaded + 1
+
+    driver.forward()
+    wait_for_channel("2")
+    dash_duo.wait_for_contains_text("#embeddings-histogram", "channel 2", timeout=30)
+    assert _severe_logs(dash_duo) == []

@@ -106,7 +106,7 @@ def test_per_token_last_channel_of_each_location(webapp_context):
 @pytest.mark.parametrize("content", ["{not json", '"not a record"', "{not json\n\n"])
 def test_one_line_invalid_progress_is_named(store_copy, content):
     (store_copy / "train_curves" / MODEL / "progress.json").write_text(content)
-    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, None)
     text = _text(messages)
     assert f"train_curves/{MODEL}/progress.json" in text
     assert "line 1" in text
@@ -114,7 +114,7 @@ def test_one_line_invalid_progress_is_named(store_copy, content):
 
 def test_empty_progress_file_is_named(store_copy):
     (store_copy / "train_curves" / MODEL / "progress.json").write_text("\n")
-    _, _, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    _, _, figure, messages = _page("models").show_training_curves(MODEL, None, None)
     assert f"No records in train_curves/{MODEL}/progress.json" in _text(messages)
     assert f"train_curves/{MODEL}/progress.json" in figure.layout.annotations[0].text
 
@@ -149,3 +149,46 @@ def test_sweep_integral_float_k_accepted(store_copy):
     path.write_text('{"points": [{"k": 8.0, "loss_per_sequence": 0.5}], "k_optim": 8}')
     figure = _page("circuit").show_sweep(MODEL, TASK, SWEEP, "8")
     assert list(figure.data[0].x) == [8]
+
+
+@pytest.mark.parametrize(("channel", "shown"), [(1.5, "channel 1.5"), ("abc", "channel 'abc'")])
+def test_per_token_fractional_channel_rejected(webapp_context, channel, shown):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", channel, "text", None, 0, "x"
+    )
+    assert heatmap is None
+    assert f"{shown} is not a whole number" in _text(messages)
+
+
+@pytest.mark.parametrize(("sample", "shown"), [(1.5, "test pair 1.5"), ("x", "test pair 'x'")])
+def test_per_token_fractional_sample_rejected(webapp_context, sample, shown):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 0, "task", TASK, sample, ""
+    )
+    assert heatmap is None
+    assert f"{shown} is not a whole number" in _text(messages)
+
+
+def test_messages_use_store_relative_paths(store_copy):
+    from webapp.components.messages import message_list
+
+    absolute = f"{store_copy}/models/{MODEL}/final_model.pt is empty"
+    uri = f"Cannot load {store_copy.as_uri()}/viz/x/viz_data.pt"
+    text = _text(message_list([absolute, uri]))
+
+    assert f"models/{MODEL}/final_model.pt is empty" in text
+    assert "Cannot load viz/x/viz_data.pt" in text
+    assert str(store_copy) not in text
+
+
+def test_per_token_text_over_url_limit_is_message(webapp_context):
+    from webapp.url_state import MAX_TEXT_URL_BYTES
+
+    text = "\u00e9" * (MAX_TEXT_URL_BYTES // 6 + 1)
+    per_token = _page("per_token")
+    heatmap, _, messages = per_token.show_activations(MODEL, "0.attn.q", 0, "text", None, 0, text)
+
+    assert heatmap is None
+    assert f"the limit is {MAX_TEXT_URL_BYTES}" in _text(messages)
+    query = per_token.serialise_query(MODEL, "0.attn.q", 0, "text", None, 0, text, None, None, None)
+    assert query is no_update

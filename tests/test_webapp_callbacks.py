@@ -23,6 +23,19 @@ _page = page_module
 _text = component_text
 
 
+def _find(component, element_id: str):
+    """The component with `element_id` in a layout tree, or None."""
+    if getattr(component, "id", None) == element_id:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list | tuple) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found = _find(child, element_id)
+            if found is not None:
+                return found
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Models page
 
@@ -51,7 +64,7 @@ def test_weight_counts_match_checkpoint(webapp_context, webapp_store):
 
 
 def test_training_curves_default_metrics(webapp_context):
-    options, chosen, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    options, chosen, figure, messages = _page("models").show_training_curves(MODEL, None, None)
     assert options == ["L0", "test_xent"]
     assert chosen == ["test_xent", "L0"]
     assert len(figure.data) == 2
@@ -67,9 +80,44 @@ def test_training_curves_metrics_from_url(webapp_context):
     assert figure.data == ()
 
 
+def test_cleared_metrics_round_trip_through_url(webapp_context):
+    models = _page("models")
+    query = models.serialise_query(MODEL, [])
+    assert query == f"?model={MODEL}&metrics=none"
+
+    layout = models.layout(model=MODEL, metrics="none")
+    requested = _find(layout, "models-requested-metrics").data
+    _, chosen, figure, _ = models.show_training_curves(MODEL, None, requested)
+    assert chosen == []
+    assert figure.data == ()
+
+
+def test_metrics_not_written_before_curves_load(webapp_context):
+    assert _page("models").serialise_query(MODEL, None) is no_update
+
+
+def test_log_axes_from_url(webapp_context):
+    models = _page("models")
+    layout = models.layout(model=MODEL, log="x,y")
+    assert _find(layout, "models-log").value == ["x", "y"]
+
+    _, _, figure, _ = models.show_training_curves(MODEL, None, None, ["y"])
+    assert figure.layout.yaxis.type == "log"
+    assert figure.layout.yaxis2.type == "log"
+    assert figure.layout.xaxis.type != "log"
+    assert models.serialise_query(MODEL, ["L0"], ["y"]) == f"?model={MODEL}&metrics=L0&log=y"
+
+
+def test_final_metrics_table(webapp_context):
+    table = _text(_page("models").show_final_metrics([MODEL, "nosuch"]))
+    # The tiny store's last record: step 45, test_xent 5 / 46, L0 955.
+    assert f"{MODEL} 45 - - {5.0 / 46:.4g} - 955" in table
+    assert "Unknown model 'nosuch'" in table
+
+
 def test_missing_progress_file_is_named(store_copy):
     (store_copy / "train_curves" / MODEL / "progress.json").unlink()
-    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, None)
     assert f"train_curves/{MODEL}/progress.json" in _text(messages)
 
 
@@ -78,7 +126,7 @@ def test_malformed_progress_file_names_line(store_copy):
     lines = path.read_text().splitlines()
     lines[2] = "{not json"
     path.write_text("\n".join(lines) + "\n")
-    _, _, _, messages = _page("models").show_training_curves(MODEL, None, [])
+    _, _, _, messages = _page("models").show_training_curves(MODEL, None, None)
     text = _text(messages)
     assert f"train_curves/{MODEL}/progress.json" in text
     assert "line 3" in text
@@ -87,7 +135,7 @@ def test_malformed_progress_file_names_line(store_copy):
 def test_partial_last_progress_line_is_skipped(store_copy):
     path = store_copy / "train_curves" / MODEL / "progress.json"
     path.write_text(path.read_text() + '{"step": 99, "test_')
-    options, _, figure, messages = _page("models").show_training_curves(MODEL, None, [])
+    options, _, figure, messages = _page("models").show_training_curves(MODEL, None, None)
     assert messages == []
     assert len(figure.data[0].x) == 10
 
@@ -100,7 +148,7 @@ def test_curves_only_model_is_listed(store_copy):
     assert "not in the store" not in _text(layout)
     table = _text(models.show_model_table(["running", MODEL]))
     assert "Missing store file models/running/beeg_config.json" in table
-    options, chosen, figure, messages = models.show_training_curves("running", None, [])
+    options, chosen, figure, messages = models.show_training_curves("running", None, None)
     assert chosen == ["test_xent", "L0"]
     assert messages == []
 
@@ -108,7 +156,7 @@ def test_curves_only_model_is_listed(store_copy):
 def test_unlisted_model_rejected_before_reading(webapp_context):
     models = _page("models")
     for model in ("nope", "../tiny", "tiny/../tiny"):
-        _, _, _, messages = models.show_training_curves(model, None, [])
+        _, _, _, messages = models.show_training_curves(model, None, None)
         assert f"Unknown model {model!r}" in _text(messages)
         assert f"Unknown model {model!r}" in _text(models.show_weight_counts(model))
 
@@ -495,6 +543,101 @@ def test_per_token_text_matches_model(webapp_context, webapp_store):
     assert "".join(span.children for span in spans).replace("\u21b5", "") == text.replace(
         " ", "\u00b7"
     )
+
+
+def test_per_token_several_nodes_match_model(webapp_context, webapp_store):
+    text = "x = (1)\n"
+    compared = ["0.attn.v:3", "1.mlp.post_act:5"]
+    heatmap, figure, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 2, "text", None, 0, text, compared
+    )
+    assert messages == []
+
+    nodes = ["0.attn.q:2", *compared]
+    heat = figure.data[0]
+    assert heat.type == "heatmap"
+    assert list(heat.y) == nodes
+    for node, row in zip(nodes, heat.z, strict=True):
+        location, index = node.split(":")
+        expected = _direct_activations(webapp_store, text, location, int(index))
+        assert list(row) == pytest.approx(expected, abs=1e-6)
+
+    titles = [row.children[0].children for row in heatmap.children[:-1]]
+    assert titles == [f"{node} on the text" for node in nodes]
+
+
+def test_per_token_compared_node_repeats_dropped(webapp_context):
+    _, figure, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 2, "text", None, 0, "x", ["0.attn.q:2"]
+    )
+    assert messages == []
+    assert figure.data[0].type == "bar"
+
+
+@pytest.mark.parametrize(
+    ("compared", "message"),
+    [
+        (["0.attn.q:8"], "compared node '0.attn.q:8': channel 8 is out of range"),
+        (["5.attn.q:1"], "compared node '5.attn.q:1': 5.attn.q is not a location of tiny"),
+        (["0.attn.z:1"], "compared node '0.attn.z:1': invalid node"),
+        ([3], "compared node 3: invalid node 3"),
+    ],
+)
+def test_per_token_bad_compared_node_is_named(webapp_context, compared, message):
+    heatmap, _, messages = _page("per_token").show_activations(
+        MODEL, "0.attn.q", 2, "text", None, 0, "x", compared
+    )
+    assert heatmap is None
+    assert message in _text(messages)
+
+
+def test_per_token_add_and_remove_nodes(webapp_context):
+    from dash._callback_context import context_value
+    from dash._utils import AttributeDict
+
+    per_token = _page("per_token")
+
+    def run(triggered, nodes, location, index):
+        prop = f"{triggered}.n_clicks" if triggered == "tokens-add-node" else f"{triggered}.value"
+        context_value.set(AttributeDict(triggered_inputs=[{"prop_id": prop, "value": 1}]))
+        return per_token.update_compared_nodes(1, nodes, location, index)
+
+    options, value, messages = run("tokens-add-node", [], "0.attn.v", 3)
+    assert value == options == ["0.attn.v:3"]
+    assert messages == []
+    _, value, _ = run("tokens-add-node", value, "0.attn.v", 3)
+    assert value == ["0.attn.v:3"]
+    _, value, _ = run("tokens-nodes", [], "0.attn.v", 3)
+    assert value == []
+
+    full = [f"0.attn.v:{i}" for i in range(8)]
+    _, value, messages = run("tokens-add-node", full, "1.attn.q", 0)
+    assert value == full
+    assert "at most 8 nodes" in _text(messages)
+    _, value, messages = run("tokens-add-node", [], "0.attn.v", 1.5)
+    assert value == []
+    assert "channel 1.5 is not a whole number" in _text(messages)
+
+
+def test_per_token_nodes_round_trip_through_url(webapp_context):
+    per_token = _page("per_token")
+    query = per_token.serialise_query(
+        MODEL,
+        "0.attn.q",
+        3,
+        "text",
+        None,
+        0,
+        "a",
+        None,
+        None,
+        None,
+        ["0.attn.v:1", "1.mlp.act_in:2"],
+    )
+    assert query.endswith("&nodes=0.attn.v:1,1.mlp.act_in:2")
+
+    layout = per_token.layout(model=MODEL, node="0.attn.q:3", nodes="0.attn.v:1,1.mlp.act_in:2")
+    assert _find(layout, "tokens-nodes").value == ["0.attn.v:1", "1.mlp.act_in:2"]
 
 
 def test_per_token_task_sample_two_rows(webapp_context):

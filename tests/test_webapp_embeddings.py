@@ -74,3 +74,44 @@ def test_symlog_is_odd_and_monotonic():
     assert symlog(0.0, 1.0) == 0.0
     assert symlog(-2.0, 1.0) == -symlog(2.0, 1.0)
     assert symlog(10.0, 1.0) > symlog(1.0, 1.0) > 0
+
+
+def test_token_table_shows_whitespace():
+    row = {"token": " x>\n\t", "token_id": 5, "weight": 1.0}
+    table = embeddings_page().token_table("top", [row])
+    body = table.children[1].children[1]
+    code = body.children[0].children[0].children
+
+    assert code.children == "\u00b7x>\u21b5\u2192"
+
+
+@pytest.mark.parametrize(
+    ("channel", "expected"),
+    [
+        (None, "Enter a residual channel number"),
+        (1.5, "channel 1.5 is not a whole number"),
+        ("abc", "channel 'abc' is not a whole number"),
+    ],
+)
+def test_callback_names_invalid_channel(webapp_context, channel, expected):
+    top, *_, messages = embeddings_page().show_channel(MODEL, channel)
+
+    assert top == []
+    assert expected in str(messages)
+    assert "int()" not in str(messages)
+
+
+def test_callback_accepts_integral_float_channel(webapp_context):
+    *_, histogram, _, messages = embeddings_page().show_channel(MODEL, 2.0)
+
+    assert messages == []
+    assert histogram.layout.title.text.endswith("channel 2")
+
+
+def test_empty_channel_not_written_to_url(webapp_context):
+    from dash import no_update
+
+    serialise = embeddings_page().serialise_query
+    assert serialise(MODEL, None) is no_update
+    assert serialise(MODEL, "") is no_update
+    assert serialise(MODEL, 2) == f"?model={MODEL}&channel=2"

@@ -89,8 +89,16 @@ def test_activation_figure_colours_sign():
 
 def test_activation_figure_hover_escapes_tokens():
     # Plotly renders tags in hover text, so a token such as "<b>" must reach it as entities.
-    figure = figures.activation_figure(["<b>", " x\n"], [1.0, 2.0], "node")
+    row = heatmap.heatmap_row(["<b>", " x\n"], [1.0, 2.0], "text")
+    figure = figures.activation_figure(row["tokens"], row["values"], "node")
     assert list(figure.data[0].hovertext) == ["&lt;b&gt;", "\u00b7x\u21b5"]
+
+
+def test_activation_figure_marks_newline_once():
+    # The per-token page passes heatmap-row tokens, whose newline already carries its mark.
+    row = heatmap.heatmap_row(["'\n", "\n\n"], [1.0, 2.0], "text")
+    figure = figures.activation_figure(row["tokens"], row["values"], "node")
+    assert list(figure.data[0].hovertext) == ["'\u21b5", "\u21b5\u21b5"]
 
 
 def test_visible_whitespace_marks():
@@ -233,3 +241,15 @@ def test_match_pair_answers_labels_matching_pairs():
     answers = match_pair_answers([[1, 2], [9]], [[1, 3], [5]], pairs, lambda token: f"t{token}")
     assert answers == [["t2", "t3"], None]  # the second stored pair differs from the task's
     assert match_pair_answers([[1, 2]], [[1, 3]], [], str) == [None]
+
+
+def test_nodes_activation_figure_rows_and_hover():
+    row = heatmap.heatmap_row(["<b>", "\n"], [1.0, -3.0], "text")
+    series = [("0.attn.q:1", [1.0, -3.0]), ("1.mlp.act_in:2", [0.5, 2.0])]
+    figure = figures.nodes_activation_figure(row["tokens"], series, "2 nodes")
+    heat = figure.data[0]
+
+    assert list(heat.y) == ["0.attn.q:1", "1.mlp.act_in:2"]
+    assert [list(values) for values in heat.z] == [[1.0, -3.0], [0.5, 2.0]]
+    assert [list(texts) for texts in heat.customdata] == [["&lt;b&gt;", "\u21b5"]] * 2
+    assert (heat.zmin, heat.zmid, heat.zmax) == (-3.0, 0, 3.0)

@@ -3,8 +3,13 @@
 import logging
 import os
 import runpy
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
+import requests
 import torch
 
 CONFIG = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
@@ -47,3 +52,55 @@ def test_post_fork_splits_cores(monkeypatch):
         assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
     finally:
         torch.set_num_threads(before)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_longest_text_url_not_rejected_by_gunicorn(webapp_store, tmp_path):
+    # A per-token URL with the longest text the app accepts must reach the app under gunicorn
+    # (with gunicorn's default limit_request_line of 4094 bytes, such URLs get a 414 response).
+    from urllib.parse import quote
+
+    from webapp.url_state import MAX_TEXT_URL_BYTES
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CIRCUIT_SPARSITY_STORE": str(webapp_store),
+        "CIRCUIT_VIEWER_CACHE_DIR": str(tmp_path / "cache"),
+        "CIRCUIT_VIEWER_PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app:server", "-c", str(CONFIG)],
+        cwd=CONFIG.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                requests.get(base + "/", timeout=5)
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        text = quote("(" * (MAX_TEXT_URL_BYTES // 3), safe="")
+        url = f"{base}/per-token?model=tiny&node=0.attn.q:1&source=text&text={text}"
+        assert len(url) > 6000
+        response = requests.get(url, timeout=60)
+        assert response.status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

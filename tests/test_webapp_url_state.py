@@ -7,7 +7,9 @@ import pytest
 from webapp.nodes import NodeKey, describe_node, head_and_channel, parse_node_key
 from webapp.url_state import (
     DEFAULT_STATE,
-    MAX_TEXT_CHARS,
+    MAX_COMPARED_NODES,
+    MAX_NAME_CHARS,
+    MAX_TEXT_URL_BYTES,
     ViewState,
     parse_query,
     to_query_string,
@@ -72,15 +74,21 @@ def test_parse_query_empty_is_default():
         ("threshold", "abc"),
         ("sample", "-2"),
         ("sample", "1.5"),
+        ("sample", "abc"),
         ("source", "file"),
         ("fraction", "0.2"),
-        ("text", "x" * (MAX_TEXT_CHARS + 1)),
+        ("text", "x" * (MAX_TEXT_URL_BYTES + 1)),
+        ("text", "\u00e9" * (MAX_TEXT_URL_BYTES // 6 + 1)),
         ("position", "-1"),
         ("position", "2.5"),
         ("position", "1234567"),
         ("block", "1.attn.q"),
         ("block", "../1.attn"),
         ("block", "attn"),
+        ("log", "z"),
+        ("log", "x,z"),
+        ("nodes", "0.attn.q:1,0.attn.z:2"),
+        ("nodes", ",".join(f"0.attn.q:{i}" for i in range(9))),
     ],
 )
 def test_parse_query_rejects_invalid_value(name, value):
@@ -88,6 +96,9 @@ def test_parse_query_rejects_invalid_value(name, value):
     assert getattr(state, name) == getattr(DEFAULT_STATE, name)
     assert len(messages) == 1
     assert f"Ignored URL parameter {name}=" in messages[0]
+    # Python's own conversion errors ("could not convert", "invalid literal") are not shown.
+    assert "could not convert" not in messages[0]
+    assert "invalid literal" not in messages[0]
 
 
 def test_parse_query_repeated_key_uses_last():
@@ -112,6 +123,10 @@ def test_parse_query_ignores_unknown_keys():
         ViewState(model="m", task="t", sweep="s", k="k_optim", position=0),
         ViewState(metrics=("test_xent", "num_alive_neurons/c_fc/layer_0")),
         ViewState(model="m", block="1.attn"),
+        ViewState(model="m", metrics=()),
+        ViewState(log=("x", "y")),
+        ViewState(log=("y",)),
+        ViewState(node="0.attn.q:1", nodes=("0.attn.v:2", "1.mlp.post_act:30")),
     ],
 )
 def test_query_string_round_trip(state):
@@ -155,3 +170,54 @@ def test_head_and_channel_only_for_qkv():
     assert head_and_channel(NodeKey("1.attn.v", 37), d_head=16) == (2, 5)
     assert head_and_channel(NodeKey("1.mlp.post_act", 37), d_head=16) is None
     assert describe_node(NodeKey("1.attn.q", 17), d_head=16) == "1.attn.q:17 (head 1, channel 1)"
+
+
+def test_empty_metrics_written_as_none():
+    assert to_query_string(ViewState(model="m", metrics=())) == "?model=m&metrics=none"
+    assert to_query_string(ViewState(model="m")) == "?model=m"
+    assert parse_query({"metrics": "none"})[0].metrics == ()
+    assert parse_query({})[0].metrics is None
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("x" * MAX_TEXT_URL_BYTES, True),
+        ("x" * (MAX_TEXT_URL_BYTES + 1), False),
+        (" " * (MAX_TEXT_URL_BYTES // 3), True),
+        (" " * (MAX_TEXT_URL_BYTES // 3 + 1), False),
+        ("\U0001f600" * (MAX_TEXT_URL_BYTES // 12), True),
+        ("\U0001f600" * (MAX_TEXT_URL_BYTES // 12 + 1), False),
+    ],
+)
+def test_text_limit_counts_url_bytes(text, accepted):
+    state, messages = parse_query({"text": text})
+    assert (state.text == text) is accepted
+    assert (messages == []) is accepted
+    if not accepted:
+        assert f"the limit is {MAX_TEXT_URL_BYTES}" in messages[0]
+
+
+def test_longest_per_token_url_fits_gunicorn():
+    import runpy
+    from pathlib import Path
+
+    config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "gunicorn.conf.py"))
+    name = "n" * MAX_NAME_CHARS
+    state = ViewState(
+        model=name,
+        task=name,
+        sweep=name,
+        k="9" * 9,
+        node="999.attn.resid_delta:9999999",
+        nodes=tuple(f"999.attn.resid_delta:999999{i}" for i in range(MAX_COMPARED_NODES)),
+        source="text",
+        text="%" * (MAX_TEXT_URL_BYTES // 3),
+        sample=10**9 - 1,
+        position=999999,
+    )
+    query = to_query_string(state)
+    assert parse_query(_query_dict(query)) == (state, [])
+
+    request_line = f"GET /per-token{query} HTTP/1.1"
+    assert len(request_line.encode()) <= config["limit_request_line"] <= 8190

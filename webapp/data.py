@@ -30,7 +30,33 @@ _store: Store | None = None
 
 
 class DataFileError(RuntimeError):
-    """A store file that is missing, empty or malformed; the message names the file."""
+    """A store file that is missing, empty or malformed; the message names the file.
+
+    The message names files relative to the store root (see `store_relative`), because pages
+    show it to users.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(store_relative(message))
+
+
+def store_relative(text: str) -> str:
+    """Rewrite the store root and the download cache in `text` to store-relative paths.
+
+    Messages of the registry and torch name files by absolute path or file:// URL. Shown on a page,
+    those would reveal the server's folder layout, and the relative path identifies the file.
+    """
+    if _store is None:
+        return text
+    if _store.is_remote:
+        from registry.cache import cache_dir
+
+        # A cached download lives at <cache>/<host>/<url path>; the host folder stays in the text.
+        cache = str(_store.cache_root or cache_dir())
+        return text.replace(cache + "/", "").replace(cache, "<download cache>")
+    for prefix in (Path(_store.root).as_uri(), _store.root):
+        text = text.replace(prefix + "/", "").replace(prefix, "<store>")
+    return text
 
 
 def configure_store(root: str | None = None) -> Store:
@@ -174,6 +200,18 @@ def training_records(model: str) -> list[dict[str, Any]]:
     relpath = f"train_curves/{model}/progress.json"
     _, identity = file_identity(relpath)
     return _training_records(relpath, identity)
+
+
+def final_training_values(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return each field's value in the last record that has it (the run's final metrics).
+
+    Evaluation metrics such as test_xent are logged on fewer steps than train_xent, so the very
+    last record may lack them.
+    """
+    final: dict[str, Any] = {}
+    for record in records:
+        final.update({key: value for key, value in record.items() if value is not None})
+    return final
 
 
 @cache.memoize()

@@ -6,6 +6,7 @@ call them without a browser or a store.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -53,8 +54,14 @@ def default_metrics(records: Sequence[dict]) -> list[str]:
     return chosen or available[:1]
 
 
-def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> go.Figure:
-    """Plot one subplot per metric against the training step (record order without `step`)."""
+def training_curves_figure(
+    records: Sequence[dict], metrics: Sequence[str], log_axes: Sequence[str] = ()
+) -> go.Figure:
+    """Plot one subplot per metric against the training step (record order without `step`).
+
+    `log_axes` lists the axes ("x", "y") on a log scale. A log axis leaves out points <= 0,
+    such as step 0.
+    """
     if not records:
         return empty_figure("The progress file has no records.")
     if not metrics:
@@ -80,6 +87,10 @@ def training_curves_figure(records: Sequence[dict], metrics: Sequence[str]) -> g
             col=1,
         )
     figure.update_xaxes(title_text="step", row=len(metrics), col=1)
+    if "x" in log_axes:
+        figure.update_xaxes(type="log")
+    if "y" in log_axes:
+        figure.update_yaxes(type="log")
     return _light(figure, height=220 * len(metrics) + 60, showlegend=False, margin={"t": 40})
 
 
@@ -215,13 +226,23 @@ def sweep_figure(
     )
 
 
+def _shown_token_text(token: str) -> str:
+    # `token` already has visible whitespace marks (`webapp.heatmap.heatmap_row`), where a newline
+    # is '↵' followed by a line break. Plotly breaks lines only at `<br>`, so the break is dropped,
+    # and tags such as `<b>` become entities.
+    return html.escape(token.replace("\n", ""), quote=False)
+
+
 def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
-    """Plot a bar per token position with the node's activation; hovering shows the token text."""
+    """Plot a bar per token position with the node's activation; hovering shows the token text.
+
+    `tokens` are the texts of a `webapp.heatmap.heatmap_row`, with whitespace already visible.
+    """
     figure = go.Figure(
         go.Bar(
             x=list(range(len(values))),
             y=list(values),
-            hovertext=[plotly_token_text(token) for token in tokens],
+            hovertext=[_shown_token_text(token) for token in tokens],
             hovertemplate="position %{x}: %{hovertext}<br>activation %{y:.4g}<extra></extra>",
             marker_color=["#2166ac" if v >= 0 else "#b2182b" for v in values],
         )
@@ -232,6 +253,43 @@ def activation_figure(tokens: Sequence[str], values: Sequence[float], title: str
         height=260,
         xaxis_title="token position",
         yaxis_title="activation",
+        margin={"t": 40},
+    )
+
+
+def nodes_activation_figure(
+    tokens: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], title: str
+) -> go.Figure:
+    """Plot several nodes' activations as rows of one heatmap (node by token position).
+
+    `tokens` are heatmap-row texts, as for `activation_figure`; `series` contains (node, values) pairs,
+    the first at the top. Blue is positive and red negative, on a scale centred at 0.
+    """
+    token_texts = [_shown_token_text(token) for token in tokens]
+    names = [name for name, _ in series]
+    limit = max((abs(v) for _, values in series for v in values), default=0.0) or 1.0
+    figure = go.Figure(
+        go.Heatmap(
+            z=[list(values) for _, values in series],
+            x=list(range(len(tokens))),
+            y=names,
+            customdata=[token_texts] * len(series),
+            colorscale="RdBu",
+            zmid=0,
+            zmin=-limit,
+            zmax=limit,
+            hovertemplate=(
+                "%{y}<br>position %{x}: %{customdata}<br>activation %{z:.4g}<extra></extra>"
+            ),
+            colorbar={"title": "activation"},
+        )
+    )
+    figure.update_yaxes(autorange="reversed", type="category")
+    return _light(
+        figure,
+        title=title,
+        height=120 + 36 * len(series),
+        xaxis_title="token position",
         margin={"t": 40},
     )
 

@@ -22,16 +22,24 @@ from webapp.nodes import parse_node_key
 
 logger = logging.getLogger(__name__)
 
-# Maximum text length (characters) the per-token page accepts from a URL or the text box. The token
-# limit is the model's block_size, checked after tokenizing.
-MAX_TEXT_CHARS = 4000
+# Maximum length of the per-token text once URL-encoded as `to_query_string` writes it: a letter or
+# digit takes 1 byte, a space or symbol 3 and a non-ASCII character up to 12. The whole request line
+# of the longest valid per-token URL must stay within gunicorn's `limit_request_line`
+# (gunicorn.conf.py, 8190 bytes, gunicorn's maximum); tests/test_webapp_url_state.py checks that.
+# The token limit is the model's block_size, checked after tokenizing.
+MAX_TEXT_URL_BYTES = 6000
 MAX_NAME_CHARS = 200
 SAMPLE_SOURCES = ("task", "text")
 EXAMPLE_FRACTIONS = ("0.001", "0.01", "0.1", "0.5")
+# `metrics=none` keeps an empty curve selection; without a metrics parameter the usual curves show.
+NO_METRICS = "none"
+LOG_AXES = ("x", "y")
+MAX_COMPARED_NODES = 8  # nodes the per-token page shows besides `node`
 
 # Model, task and sweep names are folder names in the store: letters, digits, '_', '-', '.'.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 _K_RE = re.compile(r"\d{1,9}|k_optim")
+_QUERY_SAFE = ":,"  # characters left unescaped in query values
 
 
 @dataclass(frozen=True)
@@ -48,11 +56,14 @@ class ViewState:
     source: str = "task"
     text: str = ""
     fraction: str = "0.001"
-    metrics: tuple[str, ...] = ()
+    # Curves of the models page; None: the usual ones, (): none (written as `metrics=none`).
+    metrics: tuple[str, ...] | None = None
     channel: int = 0  # residual-stream channel on the embeddings page
     position: int | None = None  # token position of the per-token page's predictions; None: last
     block: str | None = None  # the circuit page's single-block view, e.g. `1.attn`; None: all
     scale: str = "symmetric"  # colour scale of the circuit page's heatmaps: symmetric or auto
+    log: tuple[str, ...] = ()  # training-curve axes on a log scale: "x", "y" or both
+    nodes: tuple[str, ...] = ()  # nodes the per-token page shows besides `node`
 
 
 DEFAULT_STATE = ViewState()
@@ -75,17 +86,40 @@ def _parse_node(value: str) -> str:
 
 
 def _parse_threshold(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise ValueError("expected a number from 0 to 1 (a fraction of the largest edge weight)")
     return number
 
 
-def _parse_sample(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("expected a task sample index >= 0")
+def whole_number(value: Any, name: str) -> int:
+    """Convert a control or URL value to an int; raise ValueError naming a value that is not one.
+
+    Accepts an int, a float with no fractional part (number inputs send 2.0) and a string of
+    digits, so `1.5` is rejected instead of being truncated to 1. Callers check the range.
+    """
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
+        number = int(value)
+    else:
+        number = None
+    if number is None:
+        raise ValueError(f"{name} {value!r} is not a whole number; enter one such as 0 or 3")
     return number
+
+
+def _parse_sample(value: str) -> int:
+    if not re.fullmatch(r"\d{1,9}", value):
+        raise ValueError("expected a task sample index >= 0 (a whole number)")
+    return int(value)
 
 
 def _parse_source(value: str) -> str:
@@ -94,9 +128,20 @@ def _parse_source(value: str) -> str:
     return value
 
 
-def _parse_text(value: str) -> str:
-    if len(value) > MAX_TEXT_CHARS:
-        raise ValueError(f"text is {len(value)} characters long; the limit is {MAX_TEXT_CHARS}")
+def text_url_bytes(text: str) -> int:
+    """Return the length of `text` URL-encoded as a query value of `to_query_string`."""
+    return len(quote(text, safe=_QUERY_SAFE))
+
+
+def check_text(value: str) -> str:
+    """Return the per-token `value`; raise ValueError when its URL form exceeds the limit."""
+    size = text_url_bytes(value)
+    if size > MAX_TEXT_URL_BYTES:
+        raise ValueError(
+            f"the text takes {size} bytes in the URL; the limit is {MAX_TEXT_URL_BYTES} "
+            "(a letter or digit takes 1 byte, a space or symbol 3, a non-ASCII character up to "
+            "12), so shorten it"
+        )
     return value
 
 
@@ -107,6 +152,8 @@ def _parse_fraction(value: str) -> str:
 
 
 def _parse_metrics(value: str) -> tuple[str, ...]:
+    if value == NO_METRICS:
+        return ()
     names = tuple(name for name in value.split(",") if name)
     if len(names) > 12 or any(len(name) > MAX_NAME_CHARS for name in names):
         raise ValueError("expected at most 12 comma-separated metric names")
@@ -137,6 +184,20 @@ def _parse_scale(value: str) -> str:
     return value
 
 
+def _parse_log(value: str) -> tuple[str, ...]:
+    axes = tuple(axis for axis in LOG_AXES if axis in value.split(","))
+    if not axes or set(value.split(",")) - set(LOG_AXES):
+        raise ValueError("expected x, y or x,y (the training-curve axes on a log scale)")
+    return axes
+
+
+def _parse_nodes(value: str) -> tuple[str, ...]:
+    keys = [str(parse_node_key(text)) for text in value.split(",") if text]
+    if len(keys) > MAX_COMPARED_NODES:
+        raise ValueError(f"expected at most {MAX_COMPARED_NODES} comma-separated nodes")
+    return tuple(dict.fromkeys(keys))
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -146,13 +207,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "threshold": _parse_threshold,
     "sample": _parse_sample,
     "source": _parse_source,
-    "text": _parse_text,
+    "text": check_text,
     "fraction": _parse_fraction,
     "metrics": _parse_metrics,
     "channel": _parse_channel,
     "position": _parse_position,
     "block": _parse_block,
     "scale": _parse_scale,
+    "log": _parse_log,
+    "nodes": _parse_nodes,
 }
 assert set(_PARSERS) == {f.name for f in fields(ViewState)}
 
@@ -189,13 +252,13 @@ def to_query_string(state: ViewState) -> str:
         if value == getattr(DEFAULT_STATE, field.name) or value is None:
             continue
         if isinstance(value, tuple):
-            value = ",".join(value)
+            value = ",".join(value) or (NO_METRICS if field.name == "metrics" else "")
         elif isinstance(value, float):
             value = f"{value:g}"
         pairs.append((field.name, str(value)))
     if not pairs:
         return ""
-    return "?" + urlencode(pairs, quote_via=quote, safe=":,")
+    return "?" + urlencode(pairs, quote_via=quote, safe=_QUERY_SAFE)
 
 
 def update_state(state: ViewState, **changes: Any) -> ViewState:

@@ -142,6 +142,7 @@ def graph_panel() -> list:
     )
     return [
         dcc.Download(id="circuit-json-download"),
+        html.Div(id="circuit-json-messages"),
         cyto.Cytoscape(
             id="circuit-graph",
             elements=[],

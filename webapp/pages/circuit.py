@@ -409,4 +409,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("circuit-query-applied", "data"),
     Input("circuit-query", "data"),
+    State("circuit-query-applied", "data"),
 )

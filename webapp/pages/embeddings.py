@@ -9,14 +9,15 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import ClientsideFunction, Input, Output, callback, clientside_callback, dcc, html
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list
 from webapp.data import DataFileError, list_models
 from webapp.embeddings import embedding_view, position_heatmap, weight_histogram
 from webapp.figures import empty_figure
-from webapp.url_state import parse_query, query_string_for
+from webapp.heatmap import visible_whitespace
+from webapp.url_state import parse_query, query_string_for, whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +82,19 @@ def layout(**query) -> html.Div:
     )
 
 
+def _one_line(token: str) -> str:
+    return visible_whitespace(token).replace("\n", "")
+
+
 def token_table(title: str, rows: list[dict]) -> html.Div:
-    """Build a table of (token, id, weight) rows, with each token's whitespace visible."""
+    """Build a table of (token, id, weight) rows, with each token's whitespace visible.
+
+    A newline shows as its mark alone, so every token stays on one table row.
+    """
     body = [
         html.Tr(
             [
-                html.Td(html.Code(row["token"], style={"whiteSpace": "pre"})),
+                html.Td(html.Code(_one_line(row["token"]), style={"whiteSpace": "pre"})),
                 html.Td(row["token_id"]),
                 html.Td(f"{row['weight']:.4g}"),
             ]
@@ -113,10 +121,12 @@ def show_channel(model, channel):
     blank = ([], [], empty_figure("No channel selected."), empty_figure(""))
     if not model:
         return (*blank, [])
+    if channel is None or channel == "":
+        return (*blank, message_list(["Enter a residual channel number, such as 0."]))
     try:
-        channel = int(channel)
+        channel = whole_number(channel, "channel")
         view = embedding_view(model, channel)
-    except (TypeError, *LOAD_ERRORS) as err:
+    except LOAD_ERRORS as err:
         logger.info("embeddings of %r channel %r not shown: %s", model, channel, err)
         return (*blank, message_list([f"Cannot show channel {channel!r} of {model!r}: {err}"]))
     return (
@@ -134,7 +144,12 @@ def show_channel(model, channel):
     Input("embeddings-channel", "value"),
 )
 def serialise_query(model, channel):
-    """Serialise the current view into the query string for the address bar."""
+    """Serialise the current view into the query string for the address bar.
+
+    An empty channel box shows no channel (only a prompt for one), so the URL keeps the last one.
+    """
+    if channel is None or channel == "":
+        return dash.no_update
     query = query_string_for(model=model, channel=channel)
     return dash.no_update if query is None else query
 
@@ -143,4 +158,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("embeddings-query-applied", "data"),
     Input("embeddings-query", "data"),
+    State("embeddings-query-applied", "data"),
 )

@@ -1,6 +1,7 @@
 """Models page: each model's config summary and nonzero weights, and one model's training curves.
 
-URL parameters (see `webapp.url_state`): model, metrics (comma-separated curve names).
+URL parameters (see `webapp.url_state`): model, metrics (comma-separated curve names, `none` for
+no curves), log (the curve axes on a log scale: x, y or x,y).
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import ClientsideFunction, Input, Output, callback, clientside_callback, dcc, html
+from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list, notice
 from webapp.data import (
     DataFileError,
+    final_training_values,
     get_store,
     list_models_and_curves,
     model_summary,
@@ -22,7 +24,7 @@ from webapp.data import (
     weight_counts,
 )
 from webapp.figures import default_metrics, empty_figure, numeric_metrics, training_curves_figure
-from webapp.url_state import parse_query, to_query_string, update_state
+from webapp.url_state import NO_METRICS, parse_query, to_query_string, update_state
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,16 @@ SUMMARY_COLUMNS = (
     ("pfrac", "pfrac (config)"),
     ("afrac", "afrac"),
     ("tokenizer_name", "tokenizer"),
+)
+# Fields of the last progress.json records shown per model: (key, column title).
+FINAL_COLUMNS = (
+    ("step", "steps"),
+    ("tokens", "tokens"),
+    ("train_xent", "train loss"),
+    ("test_xent", "test loss"),
+    ("density", "density"),
+    ("L0", "L0"),
+    ("L0_non_embed", "L0 non-embedding"),
 )
 
 
@@ -59,10 +71,15 @@ def layout(**query) -> html.Div:
         [
             dcc.Store(id="models-query"),
             dcc.Store(id="models-query-applied"),
-            dcc.Store(id="models-requested-metrics", data=list(state.metrics)),
+            dcc.Store(
+                id="models-requested-metrics",
+                data=None if state.metrics is None else list(state.metrics),
+            ),
             html.Div(message_list(messages), id="models-url-messages"),
             html.H4("Models"),
             html.Div(id="models-table"),
+            html.H6("Final training metrics (last value of each field in progress.json)"),
+            html.Div(id="models-final"),
             dbc.Row(
                 [
                     dbc.Col(
@@ -79,7 +96,22 @@ def layout(**query) -> html.Div:
                             dbc.Label("training curves", html_for="models-metrics"),
                             dcc.Dropdown(id="models-metrics", multi=True),
                         ],
-                        md=8,
+                        md=6,
+                    ),
+                    dbc.Col(
+                        [
+                            dbc.Label("log scale", html_for="models-log"),
+                            dbc.Checklist(
+                                id="models-log",
+                                options=[
+                                    {"label": "x (step)", "value": "x"},
+                                    {"label": "y (value)", "value": "y"},
+                                ],
+                                value=list(state.log),
+                                inline=True,
+                            ),
+                        ],
+                        md=2,
                     ),
                 ],
                 className="my-3",
@@ -141,6 +173,35 @@ def show_model_table(models):
     return dbc.Table([header, body], bordered=False, hover=True, size="sm", responsive=True)
 
 
+def _final_row(model: str) -> html.Tr:
+    try:
+        final = final_training_values(training_records(model))
+    except LOAD_ERRORS as err:
+        logger.info("final metrics of %s not shown: %s", model, err)
+        return html.Tr([html.Td(model), html.Td(str(err), colSpan=len(FINAL_COLUMNS))])
+    cells = [html.Td(model)]
+    for key, _ in FINAL_COLUMNS:
+        value = final.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            cells.append(html.Td(f"{value:,}"))
+        elif isinstance(value, float):
+            cells.append(html.Td(f"{value:.4g}"))
+        else:
+            cells.append(html.Td(_format_cell(value)))
+    return html.Tr(cells)
+
+
+@callback(Output("models-final", "children"), Input("models-model", "options"))
+def show_final_metrics(models):
+    """Tabulate each model's final training metrics; a missing or bad progress.json shows why."""
+    if not models:
+        return notice("No models to show.")
+    titles = ["model"] + [title for _, title in FINAL_COLUMNS]
+    header = html.Thead(html.Tr([html.Th(title) for title in titles]))
+    body = html.Tbody([_final_row(model) for model in models])
+    return dbc.Table([header, body], bordered=False, hover=True, size="sm", responsive=True)
+
+
 @callback(Output("models-weights", "children"), Input("models-model", "value"))
 def show_weight_counts(model):
     """Count the nonzero weights of the selected model in its checkpoint."""
@@ -166,9 +227,13 @@ def show_weight_counts(model):
     Input("models-model", "value"),
     Input("models-metrics", "value"),
     Input("models-requested-metrics", "data"),
+    Input("models-log", "value"),
 )
-def show_training_curves(model, metrics, requested_metrics):
-    """Plot the chosen metrics of the model's progress.json; a missing file shows its name."""
+def show_training_curves(model, metrics, requested_metrics, log_axes=()):
+    """Plot the chosen metrics of the model's progress.json; a missing file shows its name.
+
+    `requested_metrics` comes from the URL: None for the usual curves, [] for none.
+    """
     if not model:
         return [], [], empty_figure("No model selected."), []
     try:
@@ -184,7 +249,9 @@ def show_training_curves(model, metrics, requested_metrics):
 
     available = numeric_metrics(records)
     messages = []
-    if metrics is None:
+    if metrics is None and requested_metrics == []:
+        chosen = []  # the URL has metrics=none
+    elif metrics is None:
         # First render: the URL's metrics where present, else the usual curves.
         requested = requested_metrics or []
         chosen = [m for m in requested if m in available] or default_metrics(records)
@@ -199,18 +266,27 @@ def show_training_curves(model, metrics, requested_metrics):
         chosen = [m for m in metrics if m in available] or default_metrics(records)
     else:
         chosen = []  # the user cleared the selection
-    return available, chosen, training_curves_figure(records, chosen), message_list(messages)
+    figure = training_curves_figure(records, chosen, log_axes or ())
+    return available, chosen, figure, message_list(messages)
 
 
 @callback(
     Output("models-query", "data"),
     Input("models-model", "value"),
     Input("models-metrics", "value"),
+    Input("models-log", "value"),
 )
-def serialise_query(model, metrics):
-    """Serialise the current view into the query string for the address bar."""
+def serialise_query(model, metrics, log_axes=()):
+    """Serialise the current view into the query string for the address bar.
+
+    Nothing is written before the curves callback has filled the selection (metrics None).
+    """
+    if metrics is None:
+        return dash.no_update
     try:
-        state = update_state(parse_query({})[0], model=model, metrics=tuple(metrics or ()))
+        state = update_state(
+            parse_query({})[0], model=model, metrics=tuple(metrics) or NO_METRICS, log=log_axes
+        )
     except ValueError as err:
         logger.info("view state not written to the URL: %s", err)
         return dash.no_update
@@ -221,4 +297,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("models-query-applied", "data"),
     Input("models-query", "data"),
+    State("models-query-applied", "data"),
 )

@@ -1,9 +1,10 @@
-"""Per-token page: one node's activation at every token of a task sample or of typed text, and the
-next-token predictions of the full model and of a circuit alone.
+"""Per-token page: the activations of chosen nodes at every token of a task sample or of typed text,
+and the next-token predictions of the full model and of a circuit alone.
 
 Both are computed live on the server (`webapp.live`, `webapp.live_predictions`). URL parameters
-(see `webapp.url_state`): model, node, source (`task` or `text`), task, sample, text, and for the
-predictions sweep, k and position.
+(see `webapp.url_state`): model, node (set by the location and channel controls), nodes (more nodes
+to show, comma-separated), source (`task` or `text`), task, sample, text, and for the predictions
+sweep, k and position.
 """
 
 from __future__ import annotations
@@ -12,14 +13,23 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import ClientsideFunction, Input, Output, callback, clientside_callback, dcc, html
+from dash import (
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    dcc,
+    html,
+)
 
 from registry.catalogue import CatalogueError
 from webapp.components.messages import message_list, notice
 from webapp.components.prediction_panel import circuit_choices, prediction_panel, task_options
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, list_models
-from webapp.figures import activation_figure, empty_figure
+from webapp.figures import activation_figure, empty_figure, nodes_activation_figure
 from webapp.live import (
     check_channel,
     input_sequences,
@@ -29,9 +39,12 @@ from webapp.live import (
 )
 from webapp.nodes import parse_node_key
 from webapp.url_state import (
-    MAX_TEXT_CHARS,
+    MAX_COMPARED_NODES,
+    MAX_TEXT_URL_BYTES,
+    check_text,
     parse_query,
     query_string_for,
+    whole_number,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,13 +62,7 @@ def _first_or_requested(requested: str | None, options: list[str]) -> str | None
 
 def _channel(index) -> int:
     """Convert the channel input to an int; raise ValueError naming a value that is not one."""
-    try:
-        channel = int(index)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0") from err
-    if channel != index and str(channel) != str(index):
-        raise ValueError(f"channel {index!r} is not a whole number; enter one >= 0")
-    return channel
+    return whole_number(index, "channel")
 
 
 def _control(label: str, component, width: int) -> dbc.Col:
@@ -96,6 +103,26 @@ def _node_controls(
     )
 
 
+def _compare_controls(nodes: tuple[str, ...]) -> dbc.Row:
+    # The options are the chosen nodes: the button adds the node of the controls above, and the
+    # dropdown's x removes one.
+    compared = dcc.Dropdown(
+        id="tokens-nodes",
+        options=list(nodes),
+        value=list(nodes),
+        multi=True,
+        placeholder="Add nodes to compare with the button",
+    )
+    add = dbc.Button(
+        "Add this node", id="tokens-add-node", size="sm", color="secondary", outline=True
+    )
+    label = f"also show (at most {MAX_COMPARED_NODES} nodes)"
+    return dbc.Row(
+        [_control(label, compared, 9), dbc.Col(add, md=3, className="align-self-end")],
+        className="mb-2",
+    )
+
+
 def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) -> dbc.Row:
     task_dropdown = dcc.Dropdown(id="tokens-task", options=tasks, value=task, clearable=False)
     sample_input = dcc.Input(
@@ -104,7 +131,8 @@ def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) 
     text_area = dcc.Textarea(
         id="tokens-text",
         value=text,
-        maxLength=MAX_TEXT_CHARS,
+        # A character takes at least 1 byte in the URL; check_text applies the exact limit.
+        maxLength=MAX_TEXT_URL_BYTES,
         style={"width": "100%", "height": "6rem", "fontFamily": "monospace"},
     )
     return dbc.Row(
@@ -112,7 +140,9 @@ def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) 
             _control("task", task_dropdown, 4),
             _control("test pair", sample_input, 2),
             _control(
-                f"text (at most block_size tokens, {MAX_TEXT_CHARS} characters)", text_area, 6
+                f"text (at most block_size tokens and {MAX_TEXT_URL_BYTES} bytes in the URL)",
+                text_area,
+                6,
             ),
         ],
         className="mb-2",
@@ -156,6 +186,7 @@ def layout(**query) -> html.Div:
 
     controls = _node_controls(models, model, locations, location, index, state.source)
     inputs = _input_controls(tasks, task, state.sample, state.text)
+    compare = _compare_controls(state.nodes)
     try:
         choices = circuit_choices(model, task, state.sweep, state.k)
     except LOAD_ERRORS as err:
@@ -171,6 +202,8 @@ def layout(**query) -> html.Div:
             html.Div(message_list(messages), id="tokens-url-messages"),
             html.H4("Per-token activations"),
             controls,
+            compare,
+            html.Div(id="tokens-compare-messages"),
             inputs,
             html.Div(id="tokens-messages"),
             dcc.Loading(html.Div(id="tokens-heatmap")),
@@ -199,6 +232,77 @@ def fill_locations(model, location):
 
 
 @callback(
+    Output("tokens-nodes", "options"),
+    Output("tokens-nodes", "value"),
+    Output("tokens-compare-messages", "children"),
+    Input("tokens-add-node", "n_clicks"),
+    Input("tokens-nodes", "value"),
+    State("tokens-location", "value"),
+    State("tokens-index", "value"),
+    prevent_initial_call=True,
+)
+def update_compared_nodes(n_clicks, nodes, location, index):
+    """Add the node of the location and channel controls to the compared nodes, or drop removed ones."""
+    nodes = [node for node in nodes or [] if isinstance(node, str)]
+    messages = []
+    if dash.ctx.triggered_id == "tokens-add-node" and location:
+        try:
+            node = str(parse_node_key(f"{location}:{_channel(index)}"))
+        except ValueError as err:
+            messages.append(f"Cannot add the node: {err}")
+        else:
+            if node not in nodes and len(nodes) >= MAX_COMPARED_NODES:
+                messages.append(
+                    f"Cannot add {node}: at most {MAX_COMPARED_NODES} nodes can be compared; "
+                    "remove one first."
+                )
+            elif node not in nodes:
+                nodes.append(node)
+    return nodes, nodes, message_list(messages)
+
+
+def _checked_nodes(model: str, node: str, compared) -> list[str]:
+    """Return `node` and the compared nodes, without repeats; raise ValueError naming a bad one."""
+    nodes = [node]
+    for text in compared or []:
+        try:
+            key = parse_node_key(text)
+            check_channel(model, key.location, key.index)
+        except ValueError as err:
+            raise ValueError(f"Cannot show compared node {text!r}: {err}; remove it") from err
+        if str(key) not in nodes:
+            nodes.append(str(key))
+    return nodes[: MAX_COMPARED_NODES + 1]
+
+
+def _activation_rows(model: str, nodes: list[str], sequences: list) -> list[dict]:
+    """Build the heatmap rows: for each sequence, one row per node (titled by node if several)."""
+    per_node = [node_activation_rows(model, node, sequences) for node in nodes]
+    if len(nodes) == 1:
+        return per_node[0]
+    rows = []
+    for number in range(len(sequences)):
+        for node, node_rows in zip(nodes, per_node, strict=True):
+            row = node_rows[number]
+            rows.append({**row, "title": f"{node} on the {row['title']}"})
+    return rows
+
+
+def _activations_chart(nodes: list[str], rows: list[dict], sequence: str):
+    """Plot the first sequence: bars for one node, a node-by-position heatmap for several.
+
+    The first sequence's rows are the first `len(nodes)` rows of `_activation_rows`.
+    """
+    first = rows[0]
+    if len(nodes) == 1:
+        title = f"{nodes[0]} on the {sequence}"
+        return activation_figure(first["tokens"], first["values"], title)
+    series = [(node, row["values"]) for node, row in zip(nodes, rows[: len(nodes)], strict=True)]
+    title = f"{len(nodes)} nodes on the {sequence}"
+    return nodes_activation_figure(first["tokens"], series, title)
+
+
+@callback(
     Output("tokens-heatmap", "children"),
     Output("tokens-figure", "figure"),
     Output("tokens-messages", "children"),
@@ -209,21 +313,26 @@ def fill_locations(model, location):
     Input("tokens-task", "value"),
     Input("tokens-sample", "value"),
     Input("tokens-text", "value"),
+    Input("tokens-nodes", "value"),
 )
-def show_activations(model, location, index, source, task, sample, text):
-    """Run the model on the chosen input and show the node's activation per token."""
+def show_activations(model, location, index, source, task, sample, text, compared=None):
+    """Run the model on the chosen input and show each chosen node's activation per token."""
     if not model or not location or index is None:
         return notice("Pick a model, a location and a channel."), empty_figure(""), []
     node = f"{location}:{index}"
     try:
         node = f"{location}:{check_channel(model, location, _channel(index))}"
+        nodes = _checked_nodes(model, node, compared)
+        if source == "text" and isinstance(text, str):
+            check_text(text)
+        else:
+            sample = whole_number(0 if sample is None else sample, "test pair")
         sequences = input_sequences(model, source, task, sample, text)
-        rows = node_activation_rows(model, node, sequences)
+        rows = _activation_rows(model, nodes, sequences)
     except LOAD_ERRORS as err:
         logger.info("per-token view of %s %s failed: %s", model, node, err)
         return None, empty_figure("No activations."), message_list([str(err)])
-    first = rows[0]
-    figure = activation_figure(first["tokens"], first["values"], f"{node} on the {first['title']}")
+    figure = _activations_chart(nodes, rows, sequences[0][0])
     return render_heatmap(rows, element_id="tokens-heatmap-rows"), figure, []
 
 
@@ -239,8 +348,11 @@ def show_activations(model, location, index, source, task, sample, text):
     Input("tokens-sweep", "value"),
     Input("tokens-k", "value"),
     Input("tokens-position", "value"),
+    Input("tokens-nodes", "value"),
 )
-def serialise_query(model, location, index, source, task, sample, text, sweep, k, position):
+def serialise_query(
+    model, location, index, source, task, sample, text, sweep, k, position, compared=None
+):
     """Serialise the current view into the query string for the address bar."""
     node = None
     try:
@@ -259,6 +371,7 @@ def serialise_query(model, location, index, source, task, sample, text, sweep, k
         sweep=sweep,
         k=k,
         position=position,
+        nodes=tuple(compared or ()),
     )
     return dash.no_update if query is None else query
 
@@ -267,4 +380,5 @@ clientside_callback(
     ClientsideFunction(namespace="url_state", function_name="replace_query"),
     Output("tokens-query-applied", "data"),
     Input("tokens-query", "data"),
+    State("tokens-query-applied", "data"),
 )
