@@ -154,6 +154,7 @@ def fit_logit_calibration(
     with torch.no_grad():
         after = float(train_loss())
         scale = float(max_scale * torch.sigmoid(u))
+    shift = shift.detach()
     if not (math.isfinite(after) and math.isfinite(float(shift)) and after < before):
         return 1.0, 0.0
     return scale, float(shift)

@@ -66,8 +66,18 @@ def test_task_heatmap_of_pruned_file_renders(pruned_store):
     )
     rows = node_task_heatmap(MODEL, TASK, "prune_v4", "12", f"{location}:{int(ids[0])}")
     lengths = pruned_store["task_sample_lengths"].tolist()
-    assert [len(row["values"]) for row in rows] == lengths
-    assert all(isinstance(value, float) for row in rows for value in row["values"])
+    pairs = len(lengths) // 2
+    # Per pair: its inputs row, its patch_from_inputs row, then the difference on the inputs tokens.
+    expected = [n for pair in range(pairs) for n in (lengths[pair], lengths[pair + pairs])]
+    assert [len(row["values"]) for row in rows if "difference" not in row["title"]] == expected
+    differences = [row for row in rows if "difference" in row["title"]]
+    assert [len(row["values"]) for row in differences] == lengths[:pairs]
+    assert all(
+        isinstance(value, float)
+        for row in rows
+        if row not in differences
+        for value in row["values"]
+    )
 
 
 def test_importances_are_deltas_on_the_node_ablation_pairs(pruned_store, store_copy):
