@@ -203,3 +203,45 @@ def test_block_view_from_url(dash_duo, webapp_app):
     assert _wait_for_graph(dash_duo) == 72
     assert "block" not in _query(dash_duo)
     assert _severe_logs(dash_duo) == []
+
+
+def test_change_k_then_export_json(dash_duo, webapp_app, webapp_store):
+    import json
+
+    viz = torch.load(webapp_store / f"viz/{MODEL}/{TASK}/{SWEEP}/8/viz_data.pt", weights_only=True)
+    n_nodes = sum(len(ids) for ids in viz["circuit_data"].values())
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
+    assert _wait_for_graph(dash_duo) == 72
+
+    # Choose k = 8 in the k selector, as a user would.
+    dash_duo.find_element("#circuit-k").click()
+    dash_duo.wait_for_element(".dash-dropdown-content .dash-dropdown-option", timeout=10)
+    option = next(
+        element
+        for element in dash_duo.find_elements(".dash-dropdown-content .dash-dropdown-option")
+        if element.text.strip() == "8"
+    )
+    option.click()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _query(dash_duo).get("k") != "8":
+        time.sleep(0.2)
+    assert _query(dash_duo)["k"] == "8"
+    assert _wait_for_graph(dash_duo) == n_nodes
+
+    # Export the circuit now shown as JSON; the file lands in the browser's download folder.
+    button = dash_duo.find_element("#circuit-json-button")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    time.sleep(0.3)
+    button.click()
+    folder = Path(dash_duo.download_path)
+    deadline = time.monotonic() + 20
+    files = []
+    while time.monotonic() < deadline and not files:
+        files = [path for path in folder.glob("*.json") if path.stat().st_size]
+        time.sleep(0.2)
+    assert len(files) == 1, list(folder.iterdir())
+    exported = json.loads(files[0].read_text())
+    assert exported["k"] == "8"
+    assert len(exported["nodes"]) == n_nodes
+    assert _severe_logs(dash_duo) == []

@@ -116,3 +116,23 @@ def test_back_undoes_control_change(dash_duo, webapp_app):
     wait_for_channel("2")
     dash_duo.wait_for_contains_text("#embeddings-histogram", "channel 2", timeout=30)
     assert _severe_logs(dash_duo) == []
+
+
+def test_embeddings_link_shows_channel(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/embeddings?model={MODEL}&channel=3", timeout=20)
+
+    dash_duo.wait_for_element("#embeddings-top table", timeout=20)
+    dash_duo.wait_for_element("#embeddings-histogram .main-svg", timeout=20)
+    dash_duo.wait_for_element("#embeddings-positions .main-svg", timeout=20)
+    top_rows = dash_duo.find_elements("#embeddings-top tbody tr")
+    bottom_rows = dash_duo.find_elements("#embeddings-bottom tbody tr")
+    assert len(top_rows) == len(bottom_rows) == 20
+    assert _query(dash_duo) == {"model": MODEL, "channel": "3"}
+
+    # A bad channel typed into the box gets a message naming it, and the page stays up.
+    box = dash_duo.find_element("#embeddings-channel")
+    box.clear()
+    box.send_keys("99999")
+    dash_duo.wait_for_contains_text("#embeddings-messages", "99999", timeout=20)
+    assert _severe_logs(dash_duo) == []
