@@ -92,6 +92,13 @@ def test_cleared_metrics_round_trip_through_url(webapp_context):
     assert figure.data == ()
 
 
+def test_unticked_log_boxes_still_write_the_url(webapp_context):
+    # The log checklist sends [] when both boxes are unticked; the URL must still follow the curves.
+    models = _page("models")
+    assert models.serialise_query(MODEL, [], []) == f"?model={MODEL}&metrics=none"
+    assert models.serialise_query(MODEL, ["L0"], []) == f"?model={MODEL}&metrics=L0"
+
+
 def test_metrics_not_written_before_curves_load(webapp_context):
     assert _page("models").serialise_query(MODEL, None) is no_update
 

@@ -270,7 +270,8 @@ def update_state(state: ViewState, **changes: Any) -> ViewState:
     for name, value in changes.items():
         if name not in _PARSERS:
             raise ValueError(f"unknown view-state field {name!r}; known: {', '.join(_PARSERS)}")
-        if value is None or value == "" or value == ():
+        # An empty control: dcc.Checklist sends [] when every box is unticked.
+        if value is None or value == "" or (isinstance(value, list | tuple) and not value):
             checked[name] = getattr(DEFAULT_STATE, name)
             continue
         if isinstance(value, list | tuple):
