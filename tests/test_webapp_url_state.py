@@ -221,3 +221,12 @@ def test_longest_per_token_url_fits_gunicorn():
 
     request_line = f"GET /per-token{query} HTTP/1.1"
     assert len(request_line.encode()) <= config["limit_request_line"] <= 8190
+
+
+def test_bad_channel_message_names_value_without_a_false_range():
+    # The model's own range is checked when the channel is shown; the URL check is only the form.
+    for value in ("1.5", "-1", "abc"):
+        state, messages = parse_query({"channel": value})
+        assert state.channel == DEFAULT_STATE.channel
+        assert any(value in message and "whole channel number" in message for message in messages)
+        assert not any("999999" in message for message in messages)

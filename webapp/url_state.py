@@ -162,7 +162,7 @@ def _parse_metrics(value: str) -> tuple[str, ...]:
 
 def _parse_channel(value: str) -> int:
     if not re.fullmatch(r"\d{1,6}", value):
-        raise ValueError("expected a channel number from 0 to 999999")
+        raise ValueError("expected a whole channel number, 0 or more (e.g. 0)")
     return int(value)
 
 
