@@ -305,3 +305,20 @@ def test_block_subgraph_keeps_other_edge_ends():
 def test_block_subgraph_without_nodes_names_block():
     with pytest.raises(ValueError, match=r"block '1.mlp' has no nodes.*0.attn, 0.mlp, 1.attn"):
         graph.block_subgraph(_circuit(), "1.mlp")
+
+
+def test_layout_skips_empty_rows():
+    # Two nodes, in layer 0's first row and layer 3's last: the 30 empty rows between them take
+    # no space, so a small circuit's fit zoom draws readable nodes.
+    nodes = [
+        {"id": "0.attn.act_in:1", "location": "0.attn.act_in", "index": 1},
+        {"id": "3.mlp.resid_delta:2", "location": "3.mlp.resid_delta", "index": 2},
+    ]
+    positions = graph.layout_positions(nodes, d_head=4)
+    top, bottom = positions["0.attn.act_in:1"][1], positions["3.mlp.resid_delta:2"][1]
+    assert top - bottom == graph.ROW_GAP + graph.LAYER_GAP
+    labels = {
+        label["data"]["label"]: label["position"]["y"]
+        for label in graph.row_label_elements(positions)
+    }
+    assert labels == {"0.attn.act_in": top, "3.mlp.resid_delta": bottom}

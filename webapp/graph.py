@@ -35,6 +35,24 @@ def _row_y(location: str) -> float:
     return -float(row * ROW_GAP + int(layer) * LAYER_GAP)
 
 
+def _compact_row_ys(locations: Iterable[str]) -> dict[str, float]:
+    """Give each non-empty row a y, top to bottom in graph order, skipping the empty rows.
+
+    A 4-layer model has 32 possible rows; a small circuit keeps nodes in a few of them, and
+    reserving space for the rest made its fit zoom draw nodes about 3 px wide.
+    """
+    ordered = sorted(set(locations), key=lambda location: -_row_y(location))
+    ys: dict[str, float] = {}
+    y, previous_layer = 0.0, None
+    for location in ordered:
+        layer = location.split(".", 1)[0]
+        if previous_layer is not None:
+            y -= ROW_GAP + (LAYER_GAP if layer != previous_layer else 0)
+        ys[location] = y
+        previous_layer = layer
+    return ys
+
+
 def _centred(count: int) -> list[float]:
     return [(i - (count - 1) / 2) * NODE_GAP for i in range(count)]
 
@@ -66,20 +84,21 @@ def layout_positions(nodes: Iterable[dict], d_head: int) -> dict[str, tuple[floa
         by_location[node["location"]].append(node["index"])
 
     positions: dict[str, tuple[float, float]] = {}
+    row_ys = _compact_row_ys(by_location)
     qkv_by_layer: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for location, indices in by_location.items():
         layer, suffix = location.split(".", 1)
         if suffix in QKV_SUFFIXES:
             qkv_by_layer[layer][suffix] = indices
             continue
-        y = _row_y(location)
+        y = row_ys[location]
         for x, index in zip(_centred(len(indices)), sorted(indices), strict=True):
             positions[f"{location}:{index}"] = (x, y)
 
     for layer, indices_by_suffix in qkv_by_layer.items():
         for (suffix, index), x in _qkv_columns(indices_by_suffix, d_head).items():
             location = f"{layer}.{suffix}"
-            positions[f"{location}:{index}"] = (x, _row_y(location))
+            positions[f"{location}:{index}"] = (x, row_ys[location])
     return positions
 
 
@@ -197,9 +216,9 @@ def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
         return []
     left = min(x for x, _ in positions.values()) - 3 * NODE_GAP
     font_size = row_label_font_size(positions)
-    locations = sorted(
-        {node_id.rsplit(":", 1)[0] for node_id in positions}, key=lambda loc: -_row_y(loc)
-    )
+    # Every node of a row shares its y (layout_positions), so the label takes it from the row.
+    row_ys = {node_id.rsplit(":", 1)[0]: y for node_id, (_, y) in positions.items()}
+    locations = sorted(row_ys, key=lambda loc: -_row_y(loc))
     return [
         {
             "data": {
@@ -207,7 +226,7 @@ def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
                 "label": location,
                 "font_size": font_size,
             },
-            "position": {"x": left, "y": _row_y(location)},
+            "position": {"x": left, "y": row_ys[location]},
             "classes": "row-label",
             "selectable": False,
             "grabbable": False,
