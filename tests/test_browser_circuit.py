@@ -230,10 +230,11 @@ def test_change_k_then_export_json(dash_duo, webapp_app, webapp_store):
     assert _wait_for_graph(dash_duo) == n_nodes
 
     # Export the circuit now shown as JSON; the file lands in the browser's download folder.
+    # A JS click: the node-hover box or a closing dropdown menu can sit over the button for a
+    # moment, and selenium then refuses a pointer click ("element click intercepted").
     button = dash_duo.find_element("#circuit-json-button")
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
-    time.sleep(0.3)
-    button.click()
+    dash_duo.driver.execute_script("arguments[0].click();", button)
     folder = Path(dash_duo.download_path)
     deadline = time.monotonic() + 20
     files = []
