@@ -564,10 +564,10 @@ def test_per_token_several_nodes_match_model(webapp_context, webapp_store):
     heat = figure.data[0]
     assert heat.type == "heatmap"
     assert list(heat.y) == nodes
-    for node, row in zip(nodes, heat.z, strict=True):
+    for node, row in zip(nodes, heat.customdata, strict=True):
         location, index = node.split(":")
         expected = _direct_activations(webapp_store, text, location, int(index))
-        assert list(row) == pytest.approx(expected, abs=1e-6)
+        assert [value for _, value in row] == pytest.approx(expected, abs=1e-6)
 
     titles = [row.children[0].children for row in heatmap.children[:-1]]
     assert titles == [f"{node} on the text" for node in nodes]

@@ -250,6 +250,11 @@ def test_nodes_activation_figure_rows_and_hover():
     heat = figure.data[0]
 
     assert list(heat.y) == ["0.attn.q:1", "1.mlp.act_in:2"]
-    assert [list(values) for values in heat.z] == [[1.0, -3.0], [0.5, 2.0]]
-    assert [list(texts) for texts in heat.customdata] == [["&lt;b&gt;", "\u21b5"]] * 2
-    assert (heat.zmin, heat.zmid, heat.zmax) == (-3.0, 0, 3.0)
+    # Each row on its own scale: 0.5 and 2.0 must not look faint beside -3.0.
+    assert [list(values) for values in heat.z] == [[1 / 3, -1.0], [0.25, 1.0]]
+    assert [[list(cell) for cell in row] for row in heat.customdata] == [
+        [["&lt;b&gt;", 1.0], ["\u21b5", -3.0]],
+        [["&lt;b&gt;", 0.5], ["\u21b5", 2.0]],
+    ]
+    assert (heat.zmin, heat.zmid, heat.zmax) == (-1.0, 0, 1.0)
+    assert "customdata[1]" in heat.hovertemplate  # the hover shows the raw activation

@@ -263,25 +263,32 @@ def nodes_activation_figure(
     """Plot several nodes' activations as rows of one heatmap (node by token position).
 
     `tokens` are heatmap-row texts, as for `activation_figure`; `series` contains (node, values) pairs,
-    the first at the top. Blue is positive and red negative, on a scale centred at 0.
+    the first at the top. Each row is divided by its own largest |activation|, so a node with a
+    small range is as visible as one with a large range; the hover gives the raw activation. Blue
+    is positive and red negative, on a scale centred at 0.
     """
     token_texts = [_shown_token_text(token) for token in tokens]
     names = [name for name, _ in series]
-    limit = max((abs(v) for _, values in series for v in values), default=0.0) or 1.0
+    scaled, hover = [], []
+    for _, values in series:
+        limit = max((abs(v) for v in values), default=0.0) or 1.0
+        scaled.append([v / limit for v in values])
+        hover.append([[text, v] for text, v in zip(token_texts, values, strict=True)])
     figure = go.Figure(
         go.Heatmap(
-            z=[list(values) for _, values in series],
+            z=scaled,
             x=list(range(len(tokens))),
             y=names,
-            customdata=[token_texts] * len(series),
+            customdata=hover,
             colorscale="RdBu",
             zmid=0,
-            zmin=-limit,
-            zmax=limit,
+            zmin=-1.0,
+            zmax=1.0,
             hovertemplate=(
-                "%{y}<br>position %{x}: %{customdata}<br>activation %{z:.4g}<extra></extra>"
+                "%{y}<br>position %{x}: %{customdata[0]}<br>activation %{customdata[1]:.4g}"
+                "<extra></extra>"
             ),
-            colorbar={"title": "activation"},
+            colorbar={"title": "activation / row's max |activation|"},
         )
     )
     figure.update_yaxes(autorange="reversed", type="category")
