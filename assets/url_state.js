@@ -37,7 +37,7 @@
                 var current =
                     window.location.pathname + window.location.search + window.location.hash;
                 var entry = window.history.state || {};
-                // The marker tells the popstate handler that this entry holds a page's view.
+                // The popstate handler reloads only the history entries that carry this marker.
                 var state = Object.assign({}, entry, { circuitViewerQuery: true });
                 if (url !== current) {
                     var now = Date.now();

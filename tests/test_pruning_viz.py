@@ -144,7 +144,7 @@ def test_node_and_block_losses_match_circuit(sweep_result):
     assert set(viz["importances"]["layer_interv_losses"]) == expected_blocks
 
 
-def test_node_ablation_base_loss_is_circuit_loss_on_node_pairs(sweep_result):
+def test_node_ablation_base_loss(sweep_result):
     store, model, _ = sweep_result
     viz = load(store, 4)
     prune_config = viz["prune_config"]

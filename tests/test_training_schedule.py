@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from training.config import TrainConfig
 from training.schedule import density_at, lr_at, lr_factor_at
 
 
@@ -54,9 +55,7 @@ def test_density_rejects_zero_target():
         density_at(0, 100, 0.0, anneal_frac=0.5)
 
 
-def test_train_config_rejects_start_density_outside_range():
-    from training.config import TrainConfig
-
+def test_train_config_rejects_bad_start_density():
     with pytest.raises(ValueError, match="start_density.*0.125"):
         TrainConfig(target_density=0.125, start_density=0.0625)
     with pytest.raises(ValueError, match="start_density"):

@@ -128,7 +128,9 @@ def join_progress(first: Path, second: Path) -> list[dict[str, Any]]:
     head = [json.loads(line) for line in first.read_text().splitlines() if line.strip()]
     tail = [json.loads(line) for line in second.read_text().splitlines() if line.strip()]
     if not head:
-        raise ValueError(f"{first} holds no progress records; pass the first stage's progress.json")
+        raise ValueError(
+            f"{first} contains no progress records; pass the first stage's progress.json"
+        )
     last = head[-1]
     offsets = {key: last[key] for key in ("step", "tokens", "elapsed_s") if key in last}
     joined = []

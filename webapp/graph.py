@@ -36,10 +36,10 @@ def _row_y(location: str) -> float:
 
 
 def _compact_row_ys(locations: Iterable[str]) -> dict[str, float]:
-    """Give each non-empty row a y, top to bottom in graph order, skipping the empty rows.
+    """Return a y for each row that has nodes, top to bottom in graph order.
 
-    A 4-layer model has 32 possible rows; a small circuit keeps nodes in a few of them, and
-    reserving space for the rest made its fit zoom draw nodes about 3 px wide.
+    Empty rows take no space. A 4-layer model has 32 possible rows, and a small circuit uses only a
+    few of them. Space for the empty rows made its fit zoom draw nodes about 3 px wide.
     """
     ordered = sorted(set(locations), key=lambda location: -_row_y(location))
     ys: dict[str, float] = {}
