@@ -128,10 +128,19 @@ def test_row_labels_readable_on_embedded_circuit(dash_duo, webapp_app, webapp_st
         dash_duo.wait_for_page(url=f"{base}/circuit{query}", timeout=20)
         assert _wait_for_graph(dash_duo) > 100
         sizes = _row_label_sizes(dash_duo)
+        view = dash_duo.driver.execute_script(
+            f"var cy = {CY}; var node = cy.nodes().not('.row-label')[0];"
+            " return {height: cy.container().clientHeight,"
+            " node_px: node.renderedBoundingBox().w};"
+        )
     finally:
         configure_store(str(webapp_store))
     assert len(sizes) >= 24
     assert all(10 <= size <= 15 for size in sizes), sizes
+    # The view grows with the circuit's rows, so nodes stay readable (about 3 px in a fixed
+    # 620 px view; 14 px is full size).
+    assert view["height"] > 620, view
+    assert view["node_px"] >= 7, view
 
 
 def test_copied_url_restores_node(dash_duo, webapp_app, webapp_store):

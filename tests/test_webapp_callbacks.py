@@ -15,6 +15,8 @@ from dash import no_update
 from tiny_store import MODEL, SWEEP, TASK
 from webapp_fixtures import component_text, page_module
 
+from webapp import graph
+
 CIRCUIT = (MODEL, TASK, SWEEP, "8")
 VIZ_RELPATH = f"viz/{MODEL}/{TASK}/{SWEEP}/8/viz_data.pt"
 
@@ -180,9 +182,12 @@ def test_models_layout_reports_unknown_model(webapp_context):
 def test_circuit_graph_losses_per_sequence(webapp_context):
     circuit = _page("circuit")
     options, figure, style, messages, legend = circuit.load_selected_circuit(*CIRCUIT)
-    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, graph_style, summary = circuit.draw_graph(*CIRCUIT, 0.0)
     assert messages == []
     assert "at least +-0.003" in legend  # 2% of the circuit loss 0.15
+    # The graph is as tall as its rows need (graph.view_height), within the bounds.
+    height = int(graph_style["height"].removesuffix("px"))
+    assert graph.MIN_VIEW_HEIGHT <= height <= graph.MAX_VIEW_HEIGHT
     nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     assert len(nodes) == len(options) == 72
     # The tiny store writes losses doubled, as upstream files are; the page shows them halved once.
@@ -199,7 +204,7 @@ def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):
     kept = viz["circuit_data"]["0.attn.q"].tolist()
     stored = viz["importances"]["ch_interv_losses"]["0.attn.q"].tolist()
     interv = viz["importances"]["interv_loss"]
-    elements, _ = _page("circuit").draw_graph(*CIRCUIT, 0.0)
+    elements, _, _ = _page("circuit").draw_graph(*CIRCUIT, 0.0)
     by_id = {e["data"]["id"]: e["data"] for e in elements}
     for index, loss in zip(kept, stored, strict=True):
         assert by_id[f"0.attn.q:{index}"]["importance"] == pytest.approx((loss - interv) / 2)
@@ -208,7 +213,7 @@ def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):
 def test_circuit_edges_are_model_weights(webapp_context, webapp_store):
     state = torch.load(webapp_store / "models" / MODEL / "final_model.pt", weights_only=True)
     c_attn = state["transformer.h.1.attn.c_attn.weight"]  # (3 * n_head * d_head, d_model)
-    elements, _ = _page("circuit").draw_graph(*CIRCUIT, 0.0)
+    elements, _, _ = _page("circuit").draw_graph(*CIRCUIT, 0.0)
     edges = [e["data"] for e in elements if e["data"].get("source", "").startswith("1.attn.act_in")]
     q_edges = [e for e in edges if e["target"].startswith("1.attn.q:")]
     assert q_edges
@@ -229,8 +234,8 @@ def test_circuit_threshold_hides_weak_edges(webapp_context):
 
 def test_circuit_block_view_draws_one_block(webapp_context):
     circuit = _page("circuit")
-    everything, _ = circuit.draw_graph(*CIRCUIT, 0.0)
-    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0, "1.attn")
+    everything, _, _ = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, _, summary = circuit.draw_graph(*CIRCUIT, 0.0, "1.attn")
     nodes = [e["data"]["id"] for e in elements if e.get("classes") != "row-label"]
     nodes = [node for node in nodes if "->" not in node]
     assert nodes
@@ -250,16 +255,21 @@ def test_circuit_block_view_draws_one_block(webapp_context):
 )
 def test_circuit_bad_block_shows_whole_circuit(webapp_context, block, message):
     circuit = _page("circuit")
-    everything, _ = circuit.draw_graph(*CIRCUIT, 0.0)
-    elements, summary = circuit.draw_graph(*CIRCUIT, 0.0, block)
+    everything, _, _ = circuit.draw_graph(*CIRCUIT, 0.0)
+    elements, _, summary = circuit.draw_graph(*CIRCUIT, 0.0, block)
     assert elements == everything
     assert message in _text(summary)
 
 
 def test_circuit_block_options_and_reset(webapp_context):
     circuit = _page("circuit")
-    assert circuit.list_blocks(*CIRCUIT, None) == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
-    assert circuit.list_blocks(*CIRCUIT, "7.mlp")[-1] == "7.mlp"
+    options = circuit.list_blocks(*CIRCUIT, None)
+    assert [option["value"] for option in options] == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
+    assert [option["label"] for option in options] == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
+    assert circuit.list_blocks(*CIRCUIT, "7.mlp")[-1] == {
+        "label": "7.mlp (no nodes: whole circuit shown)",
+        "value": "7.mlp",
+    }
     assert circuit.list_blocks(MODEL, None, None, None, None) == []
     assert circuit.show_whole_circuit(1) is None
 
@@ -297,7 +307,7 @@ def test_circuit_invalid_threshold_shows_all(webapp_context):
 def test_circuit_unknown_k_rejected_before_reading(webapp_context, k, message):
     circuit = _page("circuit")
     options, _, style, messages, legend = circuit.load_selected_circuit(MODEL, TASK, SWEEP, k)
-    elements, summary = circuit.draw_graph(MODEL, TASK, SWEEP, k, 0.0)
+    elements, _, summary = circuit.draw_graph(MODEL, TASK, SWEEP, k, 0.0)
     assert elements == []
     assert options == []
     assert style is None
@@ -312,7 +322,7 @@ def test_circuit_corrupt_file_is_named(store_copy):
 
 
 def test_circuit_incomplete_selection_shows_notice(webapp_context):
-    elements, summary = _page("circuit").draw_graph(MODEL, None, None, None, 0.0)
+    elements, _, summary = _page("circuit").draw_graph(MODEL, None, None, None, 0.0)
     assert elements == []
     assert "Select a model, task, sweep and k" in _text(summary)
 
@@ -611,9 +621,10 @@ def test_per_token_add_and_remove_nodes(webapp_context):
 
     options, value, messages = run("tokens-add-node", [], "0.attn.v", 3)
     assert value == options == ["0.attn.v:3"]
-    assert messages == []
-    _, value, _ = run("tokens-add-node", value, "0.attn.v", 3)
+    assert "Added 0.attn.v:3. Pick another location" in str(messages)
+    _, value, messages = run("tokens-add-node", value, "0.attn.v", 3)
     assert value == ["0.attn.v:3"]
+    assert "already in the compared nodes" in str(messages)
     _, value, _ = run("tokens-nodes", [], "0.attn.v", 3)
     assert value == []
 

@@ -1,6 +1,7 @@
 """The circuit page opens a circuit that reaches the target loss when the URL names none.
 
-Without a task in the URL, the page opens the first task with a k_optim circuit. For a sweep
+Without a task in the URL, the page opens the first task with a k_optim circuit, the paper's
+tasks first in the paper's order. For a sweep
 without k_optim, it opens the smallest k whose sweep.json loss reaches the target, else the k
 with the lowest loss, else the first k.
 """
@@ -66,6 +67,17 @@ def test_plain_url_opens_task_with_k_optim(store_copy):
     opened = _opened()
     assert opened["task"] == TASK
     assert opened["k"] == "k_optim"
+
+
+def test_plain_url_prefers_paper_task_order(store_copy):
+    # Both tasks have a k_optim circuit. "else_elif" sorts first, but the paper lists
+    # single_double_quote first, so that is the task a plain URL opens.
+    viz = store_copy / "viz" / MODEL
+    for task in ("else_elif", "single_double_quote"):
+        shutil.copytree(viz / TASK, viz / task)
+    assert _opened()["task"] == "single_double_quote"
+    shutil.rmtree(viz / "single_double_quote" / SWEEP / "k_optim")
+    assert _opened()["task"] == "else_elif"
 
 
 def test_task_without_k_optim_opens_target_k(store_copy):

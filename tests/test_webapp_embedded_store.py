@@ -45,7 +45,7 @@ def test_embedded_circuit_renders(embedded_context, circuit):
     options, figure, style, messages, _ = page.load_selected_circuit(*circuit)
     assert messages == []
     assert options
-    elements, summary = page.draw_graph(*circuit, 0.0)
+    elements, _, summary = page.draw_graph(*circuit, 0.0)
     nodes = [e for e in elements if "source" not in e["data"] and e["classes"] != "row-label"]
     assert len(nodes) == len(options)
 

@@ -192,6 +192,13 @@ def test_extreme_positions():
     assert heatmap.extreme_positions([None]) == (None, None)
 
 
+def test_extreme_positions_skip_zero_extremes():
+    # A difference row that is 0 where the classes agree and negative elsewhere: its maximum is a
+    # zero shared by many tokens, so only the minimum is marked.
+    assert heatmap.extreme_positions([0.0, -0.5, 0.0, -1.5]) == (None, 3)
+    assert heatmap.extreme_positions([0.0, 2.0, 0.0]) == (1, None)
+
+
 def test_ranged_colour_spans_min_to_max():
     assert heatmap.ranged_colour(-2.0, -2.0, 2.0) == "rgba(230,85,13,0.000)"
     assert heatmap.ranged_colour(0.0, -2.0, 2.0) == "rgba(230,85,13,0.500)"

@@ -146,6 +146,21 @@ def test_colour_floor_absolute_minimum():
     assert graph.colour_floor({"interv_loss": 0.0}) == graph.ABSOLUTE_COLOUR_FLOOR
 
 
+def test_colour_legend_explains_pale_circuit():
+    assert "barely changes" not in graph.colour_legend(-0.2, 0.7, 0.0139, largest=0.5)
+    legend = graph.colour_legend(-1e-4, 1e-4, 1e-4, largest=3.4e-6)
+    assert "at most 3.4e-06, below 0.0001" in legend
+    assert "barely changes" in legend
+
+
+def test_largest_importance():
+    circuit = _circuit()
+    circuit["nodes"][0]["importance"] = -0.9
+    circuit["nodes"][1]["importance"] = None
+    assert graph.largest_importance(circuit) == 0.9
+    assert graph.largest_importance({"nodes": [_node("0.attn.q:1", None)]}) is None
+
+
 def test_colour_legend_states_floor():
     legend = graph.colour_legend(-0.2, 0.7, 0.0139)
     assert "up to +0.7" in legend
@@ -235,14 +250,14 @@ def _tall_circuit(n_layer: int) -> dict:
     return {"n_layer": n_layer, "n_head": 4, "d_head": 4, "nodes": nodes, "edges": []}
 
 
-def _fit_zoom(positions: dict) -> float:
+def _fit_zoom(positions: dict, height_px: int) -> float:
     """The zoom at which the graph's nodes fill the assumed view, labels' width included."""
     xs = [x for x, _ in positions.values()]
     ys = [y for _, y in positions.values()]
     label_px = 0.6 * graph.ROW_LABEL_PX * graph.LABEL_CHARS + 3 * graph.NODE_GAP
     return min(
-        (graph.VIEW_WIDTH - label_px) / (max(xs) - min(xs)),
-        graph.VIEW_HEIGHT / (max(ys) - min(ys)),
+        (graph.VIEW_WIDTH - label_px) / max(max(xs) - min(xs), 1.0),
+        (height_px - 2 * graph.FIT_PADDING) / max(max(ys) - min(ys), 1.0),
         graph.MAX_ZOOM,
     )
 
@@ -251,8 +266,9 @@ def test_row_labels_readable_at_fit_zoom():
     # Four layers, like the embedded model: the labels show ROW_LABEL_PX px at the fit zoom.
     circuit = _tall_circuit(4)
     positions = graph.layout_positions(circuit["nodes"], d_head=4)
-    size = graph.row_label_font_size(positions)
-    assert size * _fit_zoom(positions) == pytest.approx(graph.ROW_LABEL_PX, rel=0.02)
+    height = graph.view_height(positions)
+    size = graph.row_label_font_size(positions, height)
+    assert size * _fit_zoom(positions, height) == pytest.approx(graph.ROW_LABEL_PX, rel=0.02)
     assert size > 11  # the fixed size they had before, which read as about 3 px here
     labels = [
         e for e in graph.build_elements(circuit, threshold=0.0) if e["classes"] == "row-label"
@@ -262,14 +278,16 @@ def test_row_labels_readable_at_fit_zoom():
 
 def test_row_labels_never_overlap_rows():
     positions = graph.layout_positions(_tall_circuit(12)["nodes"], d_head=4)
-    assert graph.row_label_font_size(positions) == graph.MAX_ROW_LABEL_SIZE
+    assert graph.view_height(positions) == graph.MAX_VIEW_HEIGHT
+    assert graph.row_label_font_size(positions, graph.MAX_VIEW_HEIGHT) == graph.MAX_ROW_LABEL_SIZE
     assert graph.MAX_ROW_LABEL_SIZE < graph.ROW_GAP
 
 
 def test_row_labels_small_graph_screen_size():
     positions = graph.layout_positions(_circuit()["nodes"], d_head=4)
-    size = graph.row_label_font_size(positions)
-    assert size * _fit_zoom(positions) == pytest.approx(graph.ROW_LABEL_PX, rel=0.02)
+    height = graph.view_height(positions)
+    size = graph.row_label_font_size(positions, height)
+    assert size * _fit_zoom(positions, height) == pytest.approx(graph.ROW_LABEL_PX, rel=0.02)
 
 
 def test_stylesheet_sizes_row_labels_from_data():
@@ -322,3 +340,39 @@ def test_layout_skips_empty_rows():
         for label in graph.row_label_elements(positions)
     }
     assert labels == {"0.attn.act_in": top, "3.mlp.resid_delta": bottom}
+
+
+def test_view_height_fits_rows_at_full_zoom():
+    # Three layers with a node in every row: the view grows so the rows fit at TARGET_ZOOM
+    # (nodes at full size) instead of shrinking the nodes into a fixed-height view.
+    nodes = [_node(f"{layer}.{suffix}:0") for layer in range(3) for suffix in ROW_SUFFIXES]
+    positions = graph.layout_positions(nodes, d_head=4)
+    height = graph.view_height(positions)
+    assert graph.MIN_VIEW_HEIGHT < height < graph.MAX_VIEW_HEIGHT
+    assert _fit_zoom(positions, height) == pytest.approx(graph.TARGET_ZOOM, rel=0.01)
+
+
+def test_view_height_bounds():
+    one_row = graph.layout_positions([_node("0.attn.q:1"), _node("0.attn.q:5")], d_head=4)
+    assert graph.view_height(one_row) == graph.MIN_VIEW_HEIGHT
+    assert graph.view_height({}) == graph.MIN_VIEW_HEIGHT
+
+
+def test_view_height_no_taller_than_width_allows():
+    # A row of 60 nodes limits the zoom by width, so extra height would be blank.
+    nodes = [_node(f"0.mlp.post_act:{i}") for i in range(60)]
+    nodes += [_node(f"{layer}.attn.q:0") for layer in range(12)]
+    positions = graph.layout_positions(nodes, d_head=4)
+    height = graph.view_height(positions)
+    ys = [y for _, y in positions.values()]
+    width_zoom = _fit_zoom(positions, graph.MAX_VIEW_HEIGHT * 10)
+    assert width_zoom < graph.TARGET_ZOOM
+    assert graph.MIN_VIEW_HEIGHT < height < graph.MAX_VIEW_HEIGHT
+    assert height == pytest.approx((max(ys) - min(ys)) * width_zoom + 2 * graph.FIT_PADDING, abs=1)
+
+
+def test_build_view_returns_height():
+    elements, height = graph.build_view(_circuit(), threshold=0.0)
+    assert elements == graph.build_elements(_circuit(), threshold=0.0)
+    positions = graph.layout_positions(_circuit()["nodes"], d_head=4)
+    assert height == graph.view_height(positions)

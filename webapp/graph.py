@@ -19,8 +19,8 @@ from webapp.nodes import LOCATION_SUFFIXES, QKV_SUFFIXES, NodeKey, describe_node
 
 NODE_GAP = 24  # px between neighbouring nodes in a row
 HEAD_GAP = 2  # empty node slots between two heads in the q/k/v rows
-ROW_GAP = 70  # px between the rows of one layer
-LAYER_GAP = 60  # extra px between layers
+ROW_GAP = 44  # px between the rows of one layer
+LAYER_GAP = 36  # extra px between layers
 MAX_ZOOM = 4  # the graph component's maxZoom (webapp.components.circuit_panels)
 
 POSITIVE_COLOURS = ("#eef3fb", "#08306b")  # importance 0 .. max: white to dark blue
@@ -145,9 +145,18 @@ def visible_edges(circuit: dict, threshold: float) -> list[dict]:
 
 
 def build_elements(circuit: dict, threshold: float) -> list[dict]:
-    """Build the cytoscape elements: every node at its preset position, a label per row, and the
-    edges above the threshold."""
+    """Build the cytoscape elements (see `build_view`)."""
+    return build_view(circuit, threshold)[0]
+
+
+def build_view(circuit: dict, threshold: float) -> tuple[list[dict], int]:
+    """Build the cytoscape elements and the graph's height in px.
+
+    The elements are every node at its preset position, a label per row, and the edges above the
+    threshold. The height comes from `view_height`.
+    """
     positions = layout_positions(circuit["nodes"], circuit["d_head"])
+    height = view_height(positions)
     elements = []
     for node in circuit["nodes"]:
         x, y = positions[node["id"]]
@@ -164,7 +173,7 @@ def build_elements(circuit: dict, threshold: float) -> list[dict]:
                 + ("" if has_importance else " no-importance"),
             }
         )
-    elements += row_label_elements(positions)
+    elements += row_label_elements(positions, height)
     for edge in visible_edges(circuit, threshold):
         elements.append(
             {
@@ -178,44 +187,87 @@ def build_elements(circuit: dict, threshold: float) -> list[dict]:
                 "classes": "positive" if edge["weight"] > 0 else "negative",
             }
         )
-    return elements
+    return elements, height
 
 
 ROW_LABEL_PREFIX = "row:"
 
-# Row labels are sized for the zoom at which cytoscape first fits the graph into its view, so they
-# read at ROW_LABEL_PX on screen. Cytoscape scales text with the zoom, and the server does not
-# know the view's width, so the fit zoom is estimated for a VIEW_WIDTH x VIEW_HEIGHT px view.
+# The server does not know the view's width, so the fit zoom is estimated for a VIEW_WIDTH px view.
+# The graph's height is chosen here (view_height), so a tall circuit gets a tall view rather than
+# tiny nodes. Row labels are sized so that they read at ROW_LABEL_PX on screen at the fit zoom:
+# cytoscape scales text with the zoom.
 ROW_LABEL_PX = 13
 VIEW_WIDTH = 1000  # an estimate: the graph spans the page width, which the server cannot see
-VIEW_HEIGHT = 580  # the graph's 620 px height minus 20 px of fit padding on each side
+FIT_PADDING = 20  # px the preset layout leaves around the graph when it fits it (circuit_panels)
+TARGET_ZOOM = 1.0  # the zoom view_height aims for: nodes drawn at their full 14 px
+MIN_VIEW_HEIGHT = 400
+MAX_VIEW_HEIGHT = 1400  # a taller circuit gets smaller nodes rather than a taller page
 LABEL_CHARS = 18  # characters of the longest row label, `11.mlp.resid_delta`
 MAX_ROW_LABEL_SIZE = 0.8 * ROW_GAP  # larger labels would overlap the rows above and below
 
 
-def row_label_font_size(positions: dict[str, tuple[float, float]]) -> float:
-    """Return the row-label font size in graph units that shows ROW_LABEL_PX px at the fit zoom.
-
-    NOTE: the size is capped at MAX_ROW_LABEL_SIZE so that labels never overlap. Circuits with
-    nodes in layer 4 or above span more than about 2,500 graph units, so at the fit zoom their
-    labels read smaller than ROW_LABEL_PX (about 4 px for 12 layers) until the user zooms in.
-    """
+def _spans(positions: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """Return the (width, height) in graph units that the nodes span (at least 1 each)."""
     xs = [x for x, _ in positions.values()]
     ys = [y for _, y in positions.values()]
+    return max(max(xs) - min(xs), 1.0), max(max(ys) - min(ys), 1.0)
+
+
+def _width_zoom(width: float) -> float:
     # The labels stand left of the nodes and take about 0.6 em per character on screen.
     label_width_px = 0.6 * ROW_LABEL_PX * LABEL_CHARS + 3 * NODE_GAP
-    width = max(max(xs) - min(xs), 1.0)
-    height = max(max(ys) - min(ys), 1.0)
-    zoom = min((VIEW_WIDTH - label_width_px) / width, VIEW_HEIGHT / height, MAX_ZOOM)
+    return (VIEW_WIDTH - label_width_px) / width
+
+
+def view_height(positions: dict[str, tuple[float, float]]) -> int:
+    """Return the graph's height in px: enough to fit the rows at TARGET_ZOOM.
+
+    A circuit whose width already limits the zoom gets only the height it uses at that zoom.
+    The height stays within [MIN_VIEW_HEIGHT, MAX_VIEW_HEIGHT].
+    """
+    if not positions:
+        return MIN_VIEW_HEIGHT
+    width, height = _spans(positions)
+    zoom = min(TARGET_ZOOM, _width_zoom(width))
+    wanted = height * zoom + 2 * FIT_PADDING
+    return int(round(min(max(wanted, MIN_VIEW_HEIGHT), MAX_VIEW_HEIGHT)))
+
+
+def graph_style(height_px: int) -> dict:
+    """Return the cytoscape component's style for a graph `height_px` tall."""
+    return {"width": "100%", "height": f"{height_px}px"}
+
+
+def fit_zoom(positions: dict[str, tuple[float, float]], height_px: int) -> float:
+    """Return the zoom at which cytoscape fits the nodes into a VIEW_WIDTH x height_px view."""
+    width, height = _spans(positions)
+    return min(_width_zoom(width), (height_px - 2 * FIT_PADDING) / height, MAX_ZOOM)
+
+
+def row_label_font_size(positions: dict[str, tuple[float, float]], height_px: int) -> float:
+    """Return the row-label font size in graph units that shows ROW_LABEL_PX px at the fit zoom.
+
+    NOTE: the size is capped at MAX_ROW_LABEL_SIZE so that labels never overlap. A circuit too
+    tall for MAX_VIEW_HEIGHT at TARGET_ZOOM (most rows of 8 or more layers) is drawn smaller, and
+    its labels read smaller than ROW_LABEL_PX until the user zooms in.
+    """
+    zoom = fit_zoom(positions, height_px)
     return round(min(ROW_LABEL_PX / zoom, MAX_ROW_LABEL_SIZE), 1)
 
 
-def row_label_elements(positions: dict[str, tuple[float, float]]) -> list[dict]:
-    """Build one unselectable text node per row (e.g. `3.attn.q`), left of the widest row."""
+def row_label_elements(
+    positions: dict[str, tuple[float, float]], height_px: int | None = None
+) -> list[dict]:
+    """Build one unselectable text node per row (e.g. `3.attn.q`), left of the widest row.
+
+    `height_px` is the graph's height (default: `view_height(positions)`).
+    """
     if not positions:
         return []
+    if height_px is None:
+        height_px = view_height(positions)
     left = min(x for x, _ in positions.values()) - 3 * NODE_GAP
-    font_size = row_label_font_size(positions)
+    font_size = row_label_font_size(positions, height_px)
     # Every node of a row shares its y (layout_positions), so the label takes it from the row.
     row_ys = {node_id.rsplit(":", 1)[0]: y for node_id, (_, y) in positions.items()}
     locations = sorted(row_ys, key=lambda loc: -_row_y(loc))
@@ -261,15 +313,32 @@ def colour_range(circuit: dict) -> tuple[float, float]:
     return min(low, -floor), max(high, floor)
 
 
-def colour_legend(low: float, high: float, floor: float) -> str:
-    """Describe the node colour scale for the legend under the graph."""
-    return (
+def colour_legend(low: float, high: float, floor: float, largest: float | None = None) -> str:
+    """Describe the node colour scale for the legend under the graph.
+
+    `largest` is the circuit's largest |ablation delta|. When it is below `floor`, the legend
+    explains why every node is pale.
+    """
+    text = (
         f"Colour: ablation delta, the task loss per sequence with the node ablated too minus the "
         f"circuit's loss (blue: ablating the node raises the loss, up to {high:+.3g}; red: lowers "
         f"it, down to {low:+.3g}). The scale spans at least +-{floor:.3g} "
         f"({COLOUR_FLOOR_FRACTION:.0%} of the circuit loss, at least {ABSOLUTE_COLOUR_FLOOR:g}), "
         "so deltas smaller than that stay pale. Edge width: |weight|, blue if positive, red if negative."
     )
+    if largest is not None and largest < floor:
+        text += (
+            f" Every node's |ablation delta| in this circuit is at most {largest:.2g}, below "
+            f"{floor:.3g}: removing any single node barely changes the circuit's loss, so all "
+            "nodes look pale. A smaller k usually shows more contrast."
+        )
+    return text
+
+
+def largest_importance(circuit: dict) -> float | None:
+    """Return the largest |ablation delta| of the circuit's nodes (None when none has one)."""
+    values = [abs(n["importance"]) for n in circuit["nodes"] if n["importance"] is not None]
+    return max(values, default=None)
 
 
 def build_stylesheet(

@@ -94,7 +94,9 @@ def shared_range(rows: Sequence[dict]) -> tuple[float, float]:
 def extreme_positions(values: Sequence[float | None]) -> tuple[int | None, int | None]:
     """Return the positions of the maximum and minimum value (None when the row has no values).
 
-    Ties go to the first position. A row whose values are all equal has no marked extremes.
+    Ties go to the first position. A row whose values are all equal has no marked extremes. An
+    extreme that is exactly 0 is not marked either: every zero token shares it (AbsTopK zeroes most
+    channels, and a difference row is 0 wherever the classes agree), so no single token is the extreme.
     """
     numbered = [(value, position) for position, value in enumerate(values) if value is not None]
     if not numbered:
@@ -103,7 +105,10 @@ def extreme_positions(values: Sequence[float | None]) -> tuple[int | None, int |
     lowest = min(numbered, key=lambda pair: (pair[0], pair[1]))
     if highest[0] == lowest[0]:
         return None, None
-    return highest[1], lowest[1]
+    return (
+        highest[1] if highest[0] != 0 else None,
+        lowest[1] if lowest[0] != 0 else None,
+    )
 
 
 def aligned_difference(

@@ -2,7 +2,7 @@
 
 Every level is checked against the listing of the level above it before anything below is listed,
 so a value from a URL never becomes part of a path unless the store lists it. A missing level
-gets a default (see `_default_value`): the first task and sweep with a `k_optim` circuit, and
+gets a default (see `_default_value`): the first task (in the paper's order) and sweep with a `k_optim` circuit, and
 `k_optim` or a k chosen from the sweep's losses. An invalid level gets the same default, with a
 message naming the value and what is available. A level with no entries leaves everything below
 it empty, with a message saying what is missing.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from registry import catalogue
 from registry.store import Store
+from registry.tasks import PAPER_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,14 @@ def _has_k_optim(store: Store, model: str, task: str, sweep: str) -> bool:
 
 
 def _first_task_with_k_optim(store: Store, model: str, tasks: Sequence[str]) -> str | None:
-    """Return the first task (in catalogue order) with a sweep that has a k_optim circuit."""
-    for task in tasks:
+    """Return the first task with a sweep that has a k_optim circuit.
+
+    The paper's tasks come first, in the paper's order (`registry.tasks.PAPER_TASKS`), so the
+    app opens on its headline task when the store has it. Other tasks follow in catalogue order.
+    """
+    rank = {name: position for position, name in enumerate(PAPER_TASKS)}
+    ordered = sorted(tasks, key=lambda task: rank.get(task, len(rank)))
+    for task in ordered:
         try:
             sweeps = catalogue.list_sweeps(model, task, store)
         except (OSError, catalogue.CatalogueError) as err:

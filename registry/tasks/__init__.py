@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_N_TRAIN",
     "DEFAULT_ENCODING",
     "Datapoint",
+    "PAPER_TASKS",
     "Task",
     "TaskSpec",
     "TaskTokenError",
@@ -55,6 +56,31 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODING = "stdlib_2k"
+
+# The 20 tasks of Gao et al. (2025) in the order the paper lists them, its headline task first.
+# The web app opens the first of these that has a k_optim circuit.
+PAPER_TASKS = (
+    "single_double_quote",
+    "final_kwarg",
+    "set_or_string",
+    "set_or_string_fixedvarname",
+    "class_init",
+    "with_as",
+    "bracket_brace",
+    "with_open",
+    "bracket_counting",
+    "for_while",
+    "else_elif",
+    "fstring_brace",
+    "if_ternary",
+    "var_swap",
+    "indent_for",
+    "lambda_func",
+    "if_equals",
+    "enumerate_range",
+    "var_if",
+    "while_return_true",
+)
 
 _SPECS: dict[str, TaskSpec] = {}
 

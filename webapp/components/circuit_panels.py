@@ -146,7 +146,7 @@ def graph_panel() -> list:
         cyto.Cytoscape(
             id="circuit-graph",
             elements=[],
-            layout={"name": "preset", "fit": True, "padding": 20},
+            layout={"name": "preset", "fit": True, "padding": graph.FIT_PADDING},
             stylesheet=graph.build_stylesheet(-1e-9, 1e-9, 1.0),
             # A preset layout only places nodes, so re-running it when elements change is
             # cheap; it also fits the new circuit into the view.
@@ -155,7 +155,7 @@ def graph_panel() -> list:
             boxSelectionEnabled=False,
             minZoom=0.02,
             maxZoom=graph.MAX_ZOOM,
-            style={"width": "100%", "height": "620px"},
+            style=graph.graph_style(graph.MIN_VIEW_HEIGHT),
         ),
         dbc.Row(
             [

@@ -51,6 +51,7 @@ def layout(**query) -> html.Div:
             dcc.Store(id="circuit-query"),
             dcc.Store(id="circuit-query-applied"),
             dcc.Store(id="circuit-style-inputs"),
+            dcc.Store(id="circuit-graph-fit"),
             # The selected node. The search dropdown cannot hold it, because Dash 4's Dropdown
             # resets a value that is missing from its options, and the options arrive later.
             dcc.Store(id="circuit-selected-node", data=state.node),
@@ -116,7 +117,9 @@ def load_selected_circuit(model, task, sweep, k):
     )
     low, high = graph.colour_range(circuit)
     style_inputs = {"low": low, "high": high, "max_weight": graph.max_abs_weight(circuit)}
-    legend = graph.colour_legend(low, high, graph.colour_floor(circuit))
+    legend = graph.colour_legend(
+        low, high, graph.colour_floor(circuit), graph.largest_importance(circuit)
+    )
     return graph.node_options(circuit), figure, style_inputs, [], legend
 
 
@@ -133,10 +136,12 @@ def list_blocks(model, task, sweep, k, block):
             blocks = graph.circuit_blocks(load_circuit(model, task, sweep, k))
         except LOAD_ERRORS:
             pass  # load_selected_circuit shows the error
-    # A block that the circuit lacks stays listed, so that draw_graph can name it in a message.
+    options = [{"label": name, "value": name} for name in blocks]
+    # A block that the circuit lacks stays listed, so that draw_graph can name it in a message,
+    # and its label explains why the whole circuit is drawn.
     if block and block not in blocks:
-        blocks.append(block)
-    return blocks
+        options.append({"label": f"{block} (no nodes: whole circuit shown)", "value": block})
+    return options
 
 
 @callback(
@@ -151,6 +156,7 @@ def show_whole_circuit(n_clicks):
 
 @callback(
     Output("circuit-graph", "elements"),
+    Output("circuit-graph", "style"),
     Output("circuit-summary", "children"),
     *(Input(f"circuit-{level}", "value") for level in LEVELS),
     Input("circuit-threshold", "value"),
@@ -162,12 +168,13 @@ def draw_graph(model, task, sweep, k, threshold, block=None):
     A circuit that fails to load draws nothing; `load_selected_circuit` shows the error. A block
     that is invalid or keeps no nodes draws the whole circuit, with a message naming it.
     """
+    empty_style = graph.graph_style(graph.MIN_VIEW_HEIGHT)
     if None in (model, task, sweep, k):
-        return [], notice("Select a model, task, sweep and k.")
+        return [], empty_style, notice("Select a model, task, sweep and k.")
     try:
         circuit = load_circuit(model, task, sweep, k)
     except LOAD_ERRORS:
-        return [], None
+        return [], empty_style, None
 
     try:
         threshold = update_state(parse_query({})[0], threshold=threshold).threshold
@@ -175,7 +182,7 @@ def draw_graph(model, task, sweep, k, threshold, block=None):
         logger.info("edge threshold %r replaced by 0: %s", threshold, err)
         threshold = 0.0
     shown, block_messages = _shown_part(circuit, block)
-    elements = graph.build_elements(shown, threshold)
+    elements, height = graph.build_view(shown, threshold)
     shown_edges = sum(1 for element in elements if "source" in element["data"])
     block_text = ""
     if shown is not circuit:
@@ -190,7 +197,7 @@ def draw_graph(model, task, sweep, k, threshold, block=None):
         f"circuit {circuit['interv_loss']:.4f}.",
         id="circuit-summary-text",
     )
-    return elements, [*message_list(block_messages), summary]
+    return elements, graph.graph_style(height), [*message_list(block_messages), summary]
 
 
 def _shown_part(circuit: dict, block: str | None) -> tuple[dict, list[str]]:
@@ -215,6 +222,32 @@ clientside_callback(
     }""",
     Output("circuit-hover", "children"),
     Input("circuit-graph", "mouseoverNodeData"),
+)
+
+
+# draw_graph sets the graph's height with its elements. Cytoscape fits the preset layout into the
+# size it measured before the height changed, so the browser measures the view again and refits.
+# The server sized the row labels for an estimated view width. At the real fit zoom they are
+# resized to read at ROW_LABEL_PX px, capped at MAX_ROW_LABEL_SIZE graph units so rows never overlap.
+clientside_callback(
+    """function (style, elements) {
+        var container = document.getElementById("circuit-graph");
+        var cy = container && container._cyreg && container._cyreg.cy;
+        if (!cy) { return window.dash_clientside.no_update; }
+        window.requestAnimationFrame(function () {
+            cy.resize();
+            cy.fit(cy.elements(), FIT_PADDING);
+            var size = Math.min(ROW_LABEL_PX / cy.zoom(), MAX_ROW_LABEL_SIZE);
+            cy.nodes(".row-label").style("font-size", size);
+            cy.fit(cy.elements(), FIT_PADDING);  // the labels' new width changes the bounds
+        });
+        return style ? style.height : null;
+    }""".replace("FIT_PADDING", str(graph.FIT_PADDING))
+    .replace("ROW_LABEL_PX", str(graph.ROW_LABEL_PX))
+    .replace("MAX_ROW_LABEL_SIZE", str(graph.MAX_ROW_LABEL_SIZE)),
+    Output("circuit-graph-fit", "data"),
+    Input("circuit-graph", "style"),
+    Input("circuit-graph", "elements"),
 )
 
 

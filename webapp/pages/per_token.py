@@ -244,7 +244,7 @@ def fill_locations(model, location):
 def update_compared_nodes(n_clicks, nodes, location, index):
     """Add the node of the location and channel controls to the compared nodes, or drop removed ones."""
     nodes = [node for node in nodes or [] if isinstance(node, str)]
-    messages = []
+    messages, notes = [], []
     if dash.ctx.triggered_id == "tokens-add-node" and location:
         try:
             node = str(parse_node_key(f"{location}:{_channel(index)}"))
@@ -256,9 +256,17 @@ def update_compared_nodes(n_clicks, nodes, location, index):
                     f"Cannot add {node}: at most {MAX_COMPARED_NODES} nodes can be compared; "
                     "remove one first."
                 )
-            elif node not in nodes:
+            elif node in nodes:
+                notes.append(f"{node} is already in the compared nodes.")
+            else:
                 nodes.append(node)
-    return nodes, nodes, message_list(messages)
+                # The added node is also the one the controls show, so the heatmap gains no row
+                # until the controls move to another node. The message explains this, so the
+                # click does not look ignored.
+                notes.append(
+                    f"Added {node}. Pick another location or channel above to see it next to {node}."
+                )
+    return nodes, nodes, message_list(messages) + message_list(notes, "info")
 
 
 def _checked_nodes(model: str, node: str, compared) -> list[str]:
