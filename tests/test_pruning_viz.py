@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pruner_sweep import TASK, prune_small_sweep
 
 import pruning.means
 from inference.circuit import node_locations, num_total_nodes
@@ -17,12 +18,11 @@ from pruning.config import PruneConfig
 from pruning.data import make_batch
 from pruning.means import cached_means, cached_validation_windows, compute_means
 from pruning.pipeline import PruneSetup
-from pruning.run import rank_by_attribution, rank_by_mask_training, run_sweep
+from pruning.run import rank_by_attribution, run_sweep
 from pruning.search import circuit_loss
 from pruning.verify import losses_match, random_circuit, verify_viz_data
 from registry.tasks import get_task
 
-TASK = "single_double_quote"
 REPO_STORE = Path(__file__).resolve().parents[1] / "store"
 
 
@@ -53,25 +53,20 @@ def sweep_result(tmp_path_factory):
     model = GPT(tiny_config())
     store = tmp_path_factory.mktemp("store")
     save_model(model, store / "models" / "tiny")
-    windows = torch.randint(0, 2047, (8, 32), generator=torch.Generator().manual_seed(0))
-    setup = PruneSetup(
-        model=model,
-        task=get_task(TASK),
-        means=compute_means(model, windows),
-        config=PruneConfig(
-            n_steps=8,
-            n_search_pairs=32,
-            n_eval_pairs=32,
-            n_node_ablation_pairs=4,
-            n_task_sample_pairs=3,
-            max_exact_node_ablations=16,
-            max_detailed_nodes=30,
-        ),
-        model_name="tiny",
-        windows=windows[:4],
-        progress=False,
+    summary = prune_small_sweep(
+        model,
+        store,
+        "tiny",
+        [4, 40],
+        n_windows=8,
+        n_steps=8,
+        n_search_pairs=32,
+        n_eval_pairs=32,
+        n_node_ablation_pairs=4,
+        n_task_sample_pairs=3,
+        max_exact_node_ablations=16,
+        max_detailed_nodes=30,
     )
-    summary = run_sweep(setup, rank_by_mask_training(setup), store_root=store, ks=[4, 40])
     return store, model, summary
 
 

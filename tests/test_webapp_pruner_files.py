@@ -4,39 +4,28 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pruner_sweep import TASK, prune_small_sweep
 from tiny_store import MODEL
 
 from inference.gpt import load_model
-from pruning.config import PruneConfig
-from pruning.means import compute_means
-from pruning.pipeline import PruneSetup
-from pruning.run import rank_by_mask_training, run_sweep
-from registry.tasks import get_task
-
-TASK = "single_double_quote"
 
 
 @pytest.fixture
 def pruned_store(store_copy):
     """The tiny store with a prune_v4 sweep of the tiny model written by the pruner."""
     model = load_model(str(store_copy / "models" / MODEL))
-    windows = torch.randint(0, 2047, (4, 32), generator=torch.Generator().manual_seed(0))
-    setup = PruneSetup(
-        model=model,
-        task=get_task(TASK),
-        means=compute_means(model, windows),
-        config=PruneConfig(
-            n_steps=4,
-            n_search_pairs=16,
-            n_eval_pairs=16,
-            n_node_ablation_pairs=2,
-            n_task_sample_pairs=2,
-        ),
-        model_name=MODEL,
-        windows=windows,
-        progress=False,
+    prune_small_sweep(
+        model,
+        store_copy,
+        MODEL,
+        [12],
+        n_windows=4,
+        n_steps=4,
+        n_search_pairs=16,
+        n_eval_pairs=16,
+        n_node_ablation_pairs=2,
+        n_task_sample_pairs=2,
     )
-    run_sweep(setup, rank_by_mask_training(setup), store_root=store_copy, ks=[12])
     viz = torch.load(
         store_copy / "viz" / MODEL / TASK / "prune_v4" / "12" / "viz_data.pt", weights_only=True
     )
