@@ -107,6 +107,20 @@ def _row_label_sizes(dash_duo) -> list[float]:
     )
 
 
+def test_top_node_button_selects_node(dash_duo, webapp_app):
+    base = _start(dash_duo, webapp_app)
+    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
+    _wait_for_graph(dash_duo)
+
+    dash_duo.wait_for_element("#circuit-top-nodes-list button", timeout=20)
+    button = dash_duo.find_elements("#circuit-top-nodes-list button")[2]
+    node = button.text.split(" ", 1)[0]
+    dash_duo.driver.execute_script("arguments[0].click();", button)
+    dash_duo.wait_for_text_to_equal("#node-card-title", node, timeout=20)
+    assert _query(dash_duo)["node"] == node
+    assert _severe_logs(dash_duo) == []
+
+
 def test_row_labels_readable(dash_duo, webapp_app):
     base = _start(dash_duo, webapp_app)
     dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)

@@ -101,8 +101,33 @@ def test_unticked_log_boxes_still_write_the_url(webapp_context):
     assert models.serialise_query(MODEL, ["L0"], []) == f"?model={MODEL}&metrics=L0"
 
 
+def _set_trigger(prop_id: str | None) -> None:
+    """Make dash.ctx report `prop_id` (e.g. `models-model.value`) as the callback's trigger."""
+    from dash._callback_context import context_value
+    from dash._utils import AttributeDict
+
+    triggered = [] if prop_id is None else [{"prop_id": prop_id, "value": 1}]
+    context_value.set(AttributeDict(triggered_inputs=triggered))
+
+
 def test_metrics_not_written_before_curves_load(webapp_context):
+    _set_trigger(None)
     assert _page("models").serialise_query(MODEL, None) is no_update
+
+
+def test_model_without_curves_keeps_url_free_of_metrics(store_copy):
+    # A model without progress.json leaves the curve selection None, and choosing it writes the
+    # model alone to the URL. The next model then opens with its usual curves, not with none.
+    shutil.copytree(store_copy / "models" / MODEL, store_copy / "models" / "no_curves")
+    models = _page("models")
+    options, chosen, _, messages = models.show_training_curves("no_curves", ["L0"], None)
+    assert options == []
+    assert chosen is None
+    assert "train_curves/no_curves/progress.json" in _text(messages)
+    _set_trigger("models-model.value")
+    assert models.serialise_query("no_curves", None) == "?model=no_curves"
+    _, chosen, _, _ = models.show_training_curves(MODEL, None, None)
+    assert chosen == ["test_xent", "L0"]
 
 
 def test_log_axes_from_url(webapp_context):
@@ -197,6 +222,22 @@ def test_circuit_graph_losses_per_sequence(webapp_context):
     blocks = figure.data[2]  # after the loss bars and the pruning search
     assert list(blocks.x) == ["0.attn", "0.mlp", "1.attn", "1.mlp"]
     assert list(blocks.y) == pytest.approx([0.5 / 2 - 0.15] * 4)
+
+
+def test_circuit_top_nodes_select_node(webapp_context):
+    circuit = _page("circuit")
+    listing = circuit.list_top_nodes(*CIRCUIT)
+    text = _text(listing)
+    assert "Largest ablation deltas (top 10 of 72)" in text
+    buttons = [c for c in listing.children if getattr(c, "id", None) is not None]
+    assert len(buttons) == 10
+    deltas = [abs(float(button.children.rsplit(" ", 1)[1])) for button in buttons]
+    assert deltas == sorted(deltas, reverse=True)
+
+    first = buttons[0].id
+    _set_trigger(json.dumps(first, sort_keys=True, separators=(",", ":")) + ".n_clicks")
+    assert circuit.select_top_node([1] + [None] * 9) == first["node"]
+    assert circuit.select_top_node([None] * 10) is no_update  # buttons that just appeared
 
 
 def test_circuit_importance_is_ablation_delta(webapp_context, webapp_store):

@@ -60,6 +60,26 @@ def test_circuit_loss_figure_bars_and_search():
     assert len(figures.circuit_loss_figure(0.1, 0.15).data) == 1
 
 
+def test_search_panel_marks_final_circuit_point():
+    # The pruner appends the circuit's own loss (0.15 here) after the mask-training steps.
+    figure = figures.circuit_loss_figure(0.1, 0.15, [(0, 0.9), (1, 0.01), (2, 0.15)])
+    search = figure.data[1]
+    assert list(search.text) == [
+        "mask training: open gates, a training batch, uncalibrated",
+        "mask training: open gates, a training batch, uncalibrated",
+        "the circuit: its k nodes, evaluation pairs, calibrated",
+    ]
+    assert search.marker.color[-1] != search.marker.color[0]
+    assert "last point: the circuit" in figure.layout.xaxis2.title.text
+
+
+def test_search_panel_without_final_point():
+    # A history that does not end at the circuit's loss has only training steps.
+    figure = figures.circuit_loss_figure(0.1, 0.15, [(0, 0.9), (1, 0.3)])
+    assert set(figure.data[1].text) == {"mask training: open gates, a training batch, uncalibrated"}
+    assert figure.layout.xaxis2.title.text == "mask-training step"
+
+
 def test_circuit_loss_figure_block_deltas_in_order():
     deltas = {"1.mlp": 0.2, "0.mlp": -0.1, "10.attn": 0.3, "0.attn": 0.05, "1.attn": 0.0}
     figure = figures.circuit_loss_figure(0.1, 0.15, [], deltas)

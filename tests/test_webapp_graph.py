@@ -105,6 +105,7 @@ def test_build_elements_nodes_and_edges():
     assert negative["data"]["abs_weight"] == 2.0
     q_node = next(e for e in nodes if e["data"]["id"] == "0.attn.q:9")
     assert q_node["data"]["label"] == "0.attn.q:9 (head 2, channel 1)"
+    assert q_node["data"]["index"] == "9"
     assert q_node["classes"] == "attn-q"
     assert set(q_node["position"]) == {"x", "y"}
 
@@ -210,6 +211,26 @@ def test_node_options_follow_graph_order():
     assert values[0] == "0.attn.act_in:1"
     assert values[-1] == "1.attn.act_in:2"
     assert len(values) == 11
+
+
+def test_node_options_show_ablation_delta():
+    labels = {option["value"]: option["label"] for option in graph.node_options(_circuit())}
+    assert labels["0.attn.act_in:5"] == "0.attn.act_in:5  delta -0.2"
+    assert labels["0.attn.resid_delta:7"] == "0.attn.resid_delta:7"  # no importance stored
+
+
+def test_top_nodes_by_absolute_delta():
+    top = graph.top_nodes(_circuit(), count=3)
+    assert [node["id"] for node in top] == ["0.attn.act_in:1", "0.attn.act_in:5", "0.attn.q:0"]
+    assert top[1]["importance"] == -0.2
+    assert top[2]["label"] == "0.attn.q:0 (head 0, channel 0)"
+    assert len(graph.top_nodes(_circuit())) == 10  # the node without importance is left out
+
+
+def test_stylesheet_labels_nodes_with_index():
+    rule = next(r for r in graph.build_stylesheet(-0.2, 0.5, 2.0) if r["selector"] == "node")
+    assert rule["style"]["label"] == "data(index)"
+    assert rule["style"]["min-zoomed-font-size"] == graph.NODE_INDEX_MIN_PX
 
 
 def test_row_labels_left_of_every_row():

@@ -116,12 +116,7 @@ def circuit_loss_figure(
         )
     ]
     if search_losses:
-        search = go.Scatter(
-            x=[step for step, _ in search_losses],
-            y=[value for _, value in search_losses],
-            mode="lines+markers",
-        )
-        panels.append(("pruning search", search, "search iteration"))
+        panels.append(_search_panel(search_losses, interv_loss))
     if block_deltas:
         names = sorted(block_deltas, key=_block_order)
         deltas = go.Bar(
@@ -131,6 +126,34 @@ def circuit_loss_figure(
         )
         panels.append(("loss rise with a block ablated", deltas, None))
     return _side_by_side(panels)
+
+
+def _search_panel(search_losses: Sequence[tuple[float, float]], interv_loss: float) -> tuple:
+    """Build the pruning-search panel: the task loss during mask training, step by step.
+
+    The pruner appends the final circuit's loss (its k nodes, evaluation pairs, after logit
+    calibration) as the last point, so a last point equal to `interv_loss` is drawn and labelled
+    apart: it is not one more training step.
+    """
+    steps = [step for step, _ in search_losses]
+    values = [value for _, value in search_losses]
+    final = len(values) > 1 and math.isclose(values[-1], interv_loss, rel_tol=1e-6, abs_tol=1e-9)
+    labels = ["mask training: open gates, a training batch, uncalibrated"] * len(values)
+    colours = ["#d6604d"] * len(values)
+    if final:
+        labels[-1] = "the circuit: its k nodes, evaluation pairs, calibrated"
+        colours[-1] = "#2166ac"
+    search = go.Scatter(
+        x=steps,
+        y=values,
+        mode="lines+markers",
+        marker={"color": colours, "size": [6] * (len(values) - 1) + [10 if final else 6]},
+        line={"color": "#d6604d"},
+        text=labels,
+        hovertemplate="step %{x}: %{y:.4g}<br>%{text}<extra></extra>",
+    )
+    x_title = "mask-training step" + (" (last point: the circuit)" if final else "")
+    return ("pruning search", search, x_title)
 
 
 def _block_order(name: str) -> tuple:

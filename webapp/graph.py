@@ -23,6 +23,9 @@ ROW_GAP = 44  # px between the rows of one layer
 LAYER_GAP = 36  # extra px between layers
 MAX_ZOOM = 4  # the graph component's maxZoom (webapp.components.circuit_panels)
 
+NODE_INDEX_SIZE = 9  # graph units: 9 px at full zoom, enough for 4 digits within NODE_GAP
+NODE_INDEX_MIN_PX = 7  # smaller index labels are hidden until the user zooms in
+
 POSITIVE_COLOURS = ("#eef3fb", "#08306b")  # importance 0 .. max: white to dark blue
 NEGATIVE_COLOURS = ("#b2182b", "#fbeeee")  # importance min .. 0: red to white
 SELECTED_COLOUR = "#ff7f0e"
@@ -166,6 +169,7 @@ def build_view(circuit: dict, threshold: float) -> tuple[list[dict], int]:
                 "data": {
                     "id": node["id"],
                     "label": _label(node, circuit["d_head"]),
+                    "index": str(node["index"]),
                     "importance": node["importance"] if has_importance else 0.0,
                 },
                 "position": {"x": x, "y": y},
@@ -229,8 +233,8 @@ def view_height(positions: dict[str, tuple[float, float]]) -> int:
         return MIN_VIEW_HEIGHT
     width, height = _spans(positions)
     zoom = min(TARGET_ZOOM, _width_zoom(width))
-    wanted = height * zoom + 2 * FIT_PADDING
-    return int(round(min(max(wanted, MIN_VIEW_HEIGHT), MAX_VIEW_HEIGHT)))
+    needed = height * zoom + 2 * FIT_PADDING
+    return int(round(min(max(needed, MIN_VIEW_HEIGHT), MAX_VIEW_HEIGHT)))
 
 
 def graph_style(height_px: int) -> dict:
@@ -374,7 +378,22 @@ def _node_rules(importance_low: float, importance_high: float) -> list[dict]:
     return [
         {
             "selector": "node",
-            "style": {"width": 14, "height": 14, "border-width": 1, "border-color": "#555"},
+            "style": {
+                "width": 14,
+                "height": 14,
+                "border-width": 1,
+                "border-color": "#555",
+                # The channel index under each node (the row label gives the location). Cytoscape
+                # hides it while it would draw smaller than NODE_INDEX_MIN_PX on screen.
+                "label": "data(index)",
+                "font-size": NODE_INDEX_SIZE,
+                "min-zoomed-font-size": NODE_INDEX_MIN_PX,
+                "text-valign": "bottom",
+                "text-margin-y": 1,
+                "color": "#444",
+                "text-background-color": "#fff",
+                "text-background-opacity": 0.75,
+            },
         },
         {
             "selector": "node[importance >= 0]",
@@ -462,4 +481,25 @@ def node_options(circuit: dict) -> list[dict]:
     """Build the node-search dropdown options: every node, labelled with head/channel for q/k/v."""
     d_head = circuit["d_head"]
     ordered = sorted(circuit["nodes"], key=lambda n: (_row_y(n["location"]) * -1, n["index"]))
-    return [{"label": _label(n, d_head), "value": n["id"]} for n in ordered]
+    return [{"label": _option_label(n, d_head), "value": n["id"]} for n in ordered]
+
+
+def _option_label(node: dict, d_head: int) -> str:
+    if node["importance"] is None:
+        return _label(node, d_head)
+    return f"{_label(node, d_head)}  delta {node['importance']:+.3g}"
+
+
+def top_nodes(circuit: dict, count: int = 10) -> list[dict]:
+    """Return up to `count` nodes with the largest |ablation delta|, largest first.
+
+    Each entry is `{"id", "label", "importance"}`. Nodes without an importance are left out, and
+    ties keep graph order.
+    """
+    d_head = circuit["d_head"]
+    scored = [node for node in circuit["nodes"] if node["importance"] is not None]
+    ordered = sorted(scored, key=lambda node: -abs(node["importance"]))
+    return [
+        {"id": node["id"], "label": _label(node, d_head), "importance": node["importance"]}
+        for node in ordered[:count]
+    ]

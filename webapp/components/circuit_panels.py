@@ -165,6 +165,7 @@ def graph_panel() -> list:
             ],
             className="mb-3",
         ),
+        html.Div(id="circuit-top-nodes"),
     ]
 
 

@@ -11,7 +11,17 @@ import logging
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import ClientsideFunction, Input, Output, State, callback, clientside_callback, dcc, html
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    dcc,
+    html,
+)
 
 from registry.catalogue import CatalogueError
 from webapp import graph
@@ -284,6 +294,55 @@ def show_sweep(model, task, sweep, k):
     elif str(k).isdigit():
         shown_k = int(k)
     return sweep_figure(curve["points"], curve["full_model_loss"], curve["target_loss"], shown_k)
+
+
+TOP_NODE_COUNT = 10
+
+
+@callback(
+    Output("circuit-top-nodes", "children"),
+    *(Input(f"circuit-{level}", "value") for level in LEVELS),
+)
+def list_top_nodes(model, task, sweep, k):
+    """List the nodes with the largest |ablation delta| as buttons that select them."""
+    if None in (model, task, sweep, k):
+        return None
+    try:
+        circuit = load_circuit(model, task, sweep, k)
+    except LOAD_ERRORS:
+        return None  # load_selected_circuit shows the error
+    top = graph.top_nodes(circuit, TOP_NODE_COUNT)
+    if not top:
+        return None
+    buttons = [
+        dbc.Button(
+            f"{node['label']}  {node['importance']:+.3g}",
+            id={"type": "circuit-top-node", "node": node["id"]},
+            color="link",
+            size="sm",
+            className="p-0 me-3 text-nowrap",
+        )
+        for node in top
+    ]
+    title = html.Span(
+        f"Largest ablation deltas (top {len(top)} of {len(circuit['nodes'])}): ",
+        className="fw-bold",
+    )
+    return html.Div([title, *buttons], className="small mb-2", id="circuit-top-nodes-list")
+
+
+@callback(
+    Output("circuit-selected-node", "data", allow_duplicate=True),
+    Input({"type": "circuit-top-node", "node": ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def select_top_node(n_clicks):
+    """Make a clicked entry of the largest-delta list the selected node."""
+    triggered = dash.ctx.triggered_id
+    # New buttons arrive with n_clicks None, and Dash may call this when they appear.
+    if not triggered or not any(n_clicks or []):
+        return dash.no_update
+    return triggered["node"]
 
 
 @callback(

@@ -234,18 +234,20 @@ def show_training_curves(model, metrics, requested_metrics, log_axes=()):
 
     `requested_metrics` comes from the URL: None for the usual curves, [] for none.
     """
+    # A model without curves leaves the selection None, not [] (which means the user cleared it
+    # and is written to the URL as metrics=none), so the next model opens with its usual curves.
     if not model:
-        return [], [], empty_figure("No model selected."), []
+        return [], None, empty_figure("No model selected."), []
     try:
         records = training_records(model)
     except LOAD_ERRORS as err:
         message = f"No training curves for {model}: {err}"
-        return [], [], empty_figure(f"No training curves for {model}."), message_list([message])
+        return [], None, empty_figure(f"No training curves for {model}."), message_list([message])
 
     if not records:
         message = f"No records in train_curves/{model}/progress.json: the file has no JSON lines."
         logger.info("training curves of %s not shown: %s", model, message)
-        return [], [], empty_figure(message), message_list([message])
+        return [], None, empty_figure(message), message_list([message])
 
     available = numeric_metrics(records)
     messages = []
@@ -279,14 +281,18 @@ def show_training_curves(model, metrics, requested_metrics, log_axes=()):
 def serialise_query(model, metrics, log_axes=()):
     """Serialise the current view into the query string for the address bar.
 
-    Nothing is written before the curves callback has filled the selection (metrics None).
+    The selection is None before the curves callback has filled it, and for a model without
+    curves. Then only a change of model is written (without metrics), so that the URL's curves
+    are not dropped while the page loads.
     """
-    if metrics is None:
+    if metrics is None and dash.ctx.triggered_id != "models-model":
         return dash.no_update
+    if metrics is None:
+        metrics_state = None
+    else:
+        metrics_state = tuple(metrics) or NO_METRICS
     try:
-        state = update_state(
-            parse_query({})[0], model=model, metrics=tuple(metrics) or NO_METRICS, log=log_axes
-        )
+        state = update_state(parse_query({})[0], model=model, metrics=metrics_state, log=log_axes)
     except ValueError as err:
         logger.info("view state not written to the URL: %s", err)
         return dash.no_update
