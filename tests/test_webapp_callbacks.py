@@ -551,6 +551,7 @@ def test_download_names_file_after_circuit():
         "type": "png",
         "action": "download",
         "filename": f"circuit-{MODEL}-{TASK}-{SWEEP}-8",
+        "options": {"full": True, "bg": "#ffffff", "scale": 2},
     }
 
 
