@@ -402,6 +402,8 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     assert "centred on 0" in _text(task_heatmap.children[-1])
     assert "\u00b7" in _text(task_heatmap)  # spaces are visible
     assert "bottom example 0" in _text(examples)
+    assert "orange outline marks the token each example was chosen for" in _text(examples)
+    assert "orange outline" not in _text(task_heatmap)  # task rows mark no position
     assert f'node[id = "{node}"]' in [rule["selector"] for rule in stylesheet]
 
 
