@@ -173,6 +173,18 @@ def test_copied_url_restores_node(dash_duo, webapp_app, webapp_store):
         f"return {CY}.getElementById('{node}').style('border-color');"
     )
     assert selected == "rgb(255,127,14)"
+
+    # Each example's own token keeps its orange outline, also where it is the row's max or min.
+    marked = "#circuit-node-examples .token-marked"
+    dash_duo.wait_for_element(marked, timeout=20)
+    assert dash_duo.find_elements(f"{marked}.token-max, {marked}.token-min")
+    outline_colours = dash_duo.driver.execute_script(
+        f"return Array.from(document.querySelectorAll('{marked}'))"
+        ".map(function (span) { return getComputedStyle(span).outlineColor; });"
+    )
+    assert set(outline_colours) == {"rgb(255, 127, 14)"}
+    legend = dash_duo.find_element("#circuit-node-examples .heatmap-scale").text
+    assert "an orange outline marks the token each example was chosen for" in legend
     assert _severe_logs(dash_duo) == []
 
 

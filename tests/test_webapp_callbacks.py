@@ -50,6 +50,31 @@ def test_model_table_shows_config(webapp_context):
     assert "layers" in text
 
 
+def _table_titles(table) -> list[str]:
+    return [cell.children for cell in table.children[0].children.children]
+
+
+def test_model_table_hides_unset_columns(store_copy):
+    config_path = store_copy / "models" / MODEL / "beeg_config.json"
+    config = json.loads(config_path.read_text())
+    shutil.copytree(store_copy / "models" / MODEL, store_copy / "models" / "no_pfrac")
+    without_pfrac = {key: value for key, value in config.items() if key != "pfrac"}
+    (store_copy / "models" / "no_pfrac" / "beeg_config.json").write_text(json.dumps(without_pfrac))
+    models = _page("models")
+
+    # No listed config sets pfrac, so its column is left out.
+    titles = _table_titles(models.show_model_table(["no_pfrac"]))
+    assert "pfrac (config)" not in titles
+    assert "afrac" in titles
+
+    # One config sets it: the column shows, with "-" for the other model.
+    table = models.show_model_table(["no_pfrac", MODEL])
+    assert "pfrac (config)" in _table_titles(table)
+    rows = table.children[1].children
+    column = _table_titles(table).index("pfrac (config)")
+    assert [row.children[column].children for row in rows] == ["-", "0.25"]
+
+
 def test_weight_counts_match_checkpoint(webapp_context, webapp_store):
     state = torch.load(
         webapp_store / "models" / MODEL / "final_model.pt", weights_only=True, map_location="cpu"
@@ -443,6 +468,8 @@ def test_show_node_card_heatmap_examples(webapp_context, webapp_store):
     assert "centred on 0" in _text(task_heatmap.children[-1])
     assert "\u00b7" in _text(task_heatmap)  # spaces are visible
     assert "bottom example 0" in _text(examples)
+    assert "orange outline marks the token each example was chosen for" in _text(examples)
+    assert "orange outline" not in _text(task_heatmap)  # task rows mark no position
     assert f'node[id = "{node}"]' in [rule["selector"] for rule in stylesheet]
 
 

@@ -1,4 +1,4 @@
-"""The circuit page opens a circuit that reaches the target loss when the URL names none.
+"""The circuit and per-token pages open a circuit that reaches the target loss when the URL names none.
 
 Without a task in the URL, the page opens the first task with a k_optim circuit, the paper's
 tasks first in the paper's order. For a sweep
@@ -42,11 +42,12 @@ def _add_task_without_k_optim(store, losses, target=0.15):
     (sweep_dir / "sweep.json").write_text(json.dumps(sweep))
 
 
-def _opened(**query):
-    layout = page_module("circuit").layout(**query)
+def _opened(page="circuit", **query):
+    layout = page_module(page).layout(**query)
+    prefix = "circuit" if page == "circuit" else "tokens"
     values = {}
     for level in ("model", "task", "sweep", "k"):
-        values[level] = _find(layout, f"circuit-{level}").value
+        values[level] = _find(layout, f"{prefix}-{level}").value
     return values
 
 
@@ -110,3 +111,40 @@ def test_selector_change_opens_target_k(store_copy):
     _add_task_without_k_optim(store_copy, {8: 0.9, 16: 0.1})
     result = page_module("circuit").update_selectors(MODEL, EARLY_TASK, SWEEP, "k_optim")
     assert result[7] == "16"
+
+
+def _add_model_without_circuits(store, name="a_dense"):
+    """Copy the tiny model to `name`, which sorts first and has no viz/ folder."""
+    shutil.copytree(store / "models" / MODEL, store / "models" / name)
+
+
+def test_per_token_plain_url_opens_circuit(store_copy):
+    # A model without circuits sorts first, but a plain URL opens the circuit page's default.
+    _add_model_without_circuits(store_copy)
+    viz = store_copy / "viz" / MODEL
+    shutil.copytree(viz / TASK, viz / "single_double_quote")
+    opened = _opened("per_token")
+    assert opened == _opened()
+    assert opened == {"model": MODEL, "task": "single_double_quote", "sweep": SWEEP, "k": "k_optim"}
+
+
+def test_per_token_model_opens_its_circuit_task(store_copy):
+    # The URL names the model only: its task with a k_optim circuit opens, not the first task.
+    opened = _opened("per_token", model=MODEL)
+    assert opened == {"model": MODEL, "task": TASK, "sweep": SWEEP, "k": "k_optim"}
+
+
+def test_per_token_circuitless_model_keeps_first_task(store_copy):
+    _add_model_without_circuits(store_copy)
+    opened = _opened("per_token", model="a_dense")
+    assert opened["model"] == "a_dense"
+    assert opened["task"] is not None
+    assert opened["sweep"] is None
+    assert opened["k"] is None
+
+
+def test_per_token_text_label_names_block_size(store_copy):
+    layout = page_module("per_token").layout()
+    assert _find(layout, "tokens-text-label").children.startswith("text (at most 64 tokens")
+    label = page_module("per_token").show_text_limit(MODEL)
+    assert "at most 64 tokens and 6000 bytes in the URL" in label

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_store import MODEL
 
-from webapp.embeddings import symlog
+from webapp.embeddings import position_heatmap, symlog
 from webapp.url_state import parse_query, to_query_string, update_state
 
 
@@ -74,6 +74,22 @@ def test_symlog_is_odd_and_monotonic():
     assert symlog(0.0, 1.0) == 0.0
     assert symlog(-2.0, 1.0) == -symlog(2.0, 1.0)
     assert symlog(10.0, 1.0) > symlog(1.0, 1.0) > 0
+
+
+def test_position_colour_bar_names_weights():
+    # Median |weight| 0.01, so the colours are linear within 0.01 and logarithmic beyond.
+    positions = [[0.01, -0.01, 0.25], [-0.25, 0.01, 0.0]]
+    colour_bar = position_heatmap(positions, channel=0).data[0].colorbar
+    ticks = dict(zip(colour_bar.ticktext, colour_bar.tickvals, strict=True))
+
+    # Each label is a weight, placed where symlog puts that weight on the colour scale.
+    assert ticks["0"] == 0.0
+    assert ticks["0.2"] == pytest.approx(symlog(0.2, 0.01))
+    assert ticks["\u22120.2"] == pytest.approx(symlog(-0.2, 0.01))
+    assert ticks["0.05"] == pytest.approx(symlog(0.05, 0.01))
+    assert list(colour_bar.tickvals) == sorted(colour_bar.tickvals)
+    assert max(colour_bar.tickvals) <= symlog(0.25, 0.01)
+    assert colour_bar.title.text == "weight"
 
 
 def test_token_table_shows_whitespace():

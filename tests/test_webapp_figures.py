@@ -162,6 +162,19 @@ def test_render_heatmap_keeps_markup_as_text():
     assert rendered.id == "heatmap"
 
 
+def test_render_heatmap_explains_outline():
+    marked = heatmap.heatmap_row(["a", "b"], [1.0, 2.0], "row 0", highlight=0, highlight_note="X")
+    plain = heatmap.heatmap_row(["a", "b"], [1.0, 2.0], "row 1")
+    legend = render_heatmap([marked, marked, plain]).children[-1].children
+    assert legend.count("an orange outline marks X") == 1
+    assert "orange outline" not in render_heatmap([plain]).children[-1].children
+    default = heatmap.heatmap_row(["a"], [1.0], "row 2", highlight=0)
+    assert (
+        "marks the position named in the row's title"
+        in render_heatmap([default]).children[-1].children
+    )
+
+
 def test_sweep_figure_range_covers_points_and_k():
     points = [{"k": 0, "loss_per_sequence": 0.9}, {"k": 4, "loss_per_sequence": 0.5}]
     points.append({"k": 64, "loss_per_sequence": 0.1})

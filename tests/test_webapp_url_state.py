@@ -101,6 +101,23 @@ def test_parse_query_rejects_invalid_value(name, value):
     assert "invalid literal" not in messages[0]
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("k", "9" * 23, "too large: expected 0 to 999999999 kept nodes"),
+        ("k", "-1", "expected a number of kept nodes (0 or more) or 'k_optim'"),
+        ("position", "-1", "expected a token position in the text, 0 or more"),
+        ("position", "1234567", "too large: a position must be less than the text's length"),
+    ],
+)
+def test_rejected_number_message_names_range(name, value, expected):
+    messages = parse_query({name: value})[1]
+    assert len(messages) == 1
+    assert expected in messages[0]
+    assert "whole number" not in messages[0]
+    assert "999999." not in messages[0]
+
+
 def test_parse_query_repeated_key_uses_last():
     state, messages = parse_query({"model": ["first", "second"]})
     assert state.model == "second"

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 MAX_TASK_PAIRS = 24  # task pairs shown in a node's heatmap, three rows each
 EXAMPLES_SHOWN = 5  # top and bottom pretraining examples shown per node
 EXAMPLE_RADIUS = 24  # tokens shown on each side of an example's marked position
+EXAMPLE_TOKEN_NOTE = (
+    "the token each example was chosen for: its activation lies in the top (or bottom) "
+    "quantile chosen above"
+)
 
 
 def viz_relpath(model: str, task: str, sweep: str, k: str) -> tuple[str, FileIdentity]:
@@ -419,6 +423,7 @@ def _node_examples(
                     _as_list(values[start:stop]),
                     f"{name} example {number}, position {int(position)}",
                     highlight=int(position) - start,
+                    highlight_note=EXAMPLE_TOKEN_NOTE,
                 )
             )
         result[name] = rows

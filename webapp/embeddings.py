@@ -74,6 +74,37 @@ def symlog(value: float, linear_width: float) -> float:
     return math.copysign(math.log10(1.0 + abs(value) / linear_width), value)
 
 
+def symlog_ticks(
+    linear_width: float, limit: float, count: int = 6
+) -> tuple[list[float], list[str]]:
+    """Choose colour-bar ticks for a symlog scale: positions in symlog units, labels in weights.
+
+    The labelled weights are 0 and 1, 2 or 5 times a power of 10, from half of `linear_width` up
+    to the weight whose symlog is `limit`. Going down from the largest, a weight gets a tick when
+    its symlog lies at least `limit / count` from the previous tick and from 0. So at most `count`
+    ticks show on each side of 0.
+    """
+    largest = linear_width * (10.0**limit - 1.0)  # the inverse of symlog at `limit`
+    candidates = [
+        mantissa * 10.0**exponent
+        for exponent in range(
+            math.floor(math.log10(linear_width / 2)), math.ceil(math.log10(largest)) + 1
+        )
+        for mantissa in (1, 2, 5)
+    ]
+    gap = limit / count
+    labelled: list[float] = []
+    for weight in sorted((w for w in candidates if linear_width / 2 <= w <= largest), reverse=True):
+        position = symlog(weight, linear_width)
+        previous = symlog(labelled[-1], linear_width) if labelled else math.inf
+        if previous - position >= gap and position >= gap:
+            labelled.append(weight)
+    weights = [-w for w in labelled] + [0.0] + labelled[::-1]
+    tickvals = [symlog(w, linear_width) for w in weights]
+    ticktext = [f"{w:.2g}".replace("-", "\u2212") for w in weights]
+    return tickvals, ticktext
+
+
 def weight_histogram(weights: list[float], channel: int) -> go.Figure:
     """Histogram of one channel's token-embedding weights over the whole vocabulary."""
     figure = go.Figure(go.Histogram(x=weights, nbinsx=80))
@@ -94,6 +125,7 @@ def position_heatmap(positions: list[list[float]], channel: int | None) -> go.Fi
     linear_width = magnitudes[len(magnitudes) // 2] if magnitudes else 1.0  # median |weight|
     z = [[symlog(v, linear_width) for v in row] for row in positions]
     limit = max((abs(v) for row in z for v in row), default=1.0) or 1.0
+    tickvals, ticktext = symlog_ticks(linear_width, limit)
     figure = go.Figure(
         go.Heatmap(
             z=z,
@@ -103,7 +135,8 @@ def position_heatmap(positions: list[list[float]], channel: int | None) -> go.Fi
             zmin=-limit,
             zmax=limit,
             hovertemplate="position %{y}, channel %{x}<br>weight %{customdata:.4g}<extra></extra>",
-            colorbar=dict(title="symlog"),
+            # The colours follow symlog(weight), but the ticks name the weights themselves.
+            colorbar=dict(title="weight", tickvals=tickvals, ticktext=ticktext),
         )
     )
     if channel is not None and positions and channel < len(positions[0]):

@@ -59,10 +59,13 @@ def heatmap_row(
     values: Sequence[float | None],
     title: str,
     highlight: int | None = None,
+    highlight_note: str = "the position named in the row's title",
 ) -> dict:
     """Build one heatmap row: a title, the visible token texts, their values and a marked position.
 
     A value may be None where the row has no value, such as an unaligned token of a difference row.
+    The marked position (`highlight`) gets an orange outline, and the legend explains it with
+    `highlight_note`.
     """
     if len(labels) != len(values):
         raise ValueError(
@@ -73,6 +76,7 @@ def heatmap_row(
         "tokens": [visible_whitespace(label) for label in labels],
         "values": [None if v is None else float(v) for v in values],
         "highlight": highlight,
+        "highlight_note": None if highlight is None else highlight_note,
     }
 
 

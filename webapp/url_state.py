@@ -38,7 +38,8 @@ MAX_COMPARED_NODES = 8  # nodes the per-token page shows besides `node`
 
 # Model, task and sweep names are folder names in the store: letters, digits, '_', '-', '.'.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
-_K_RE = re.compile(r"\d{1,9}|k_optim")
+MAX_K_DIGITS = 9
+_K_RE = re.compile(rf"\d{{1,{MAX_K_DIGITS}}}|k_optim")
 _QUERY_SAFE = ":,"  # characters left unescaped in query values
 
 
@@ -76,8 +77,13 @@ def _parse_name(value: str) -> str:
 
 
 def _parse_k(value: str) -> str:
+    if re.fullmatch(r"[0-9]+", value) and not _K_RE.fullmatch(value):
+        raise ValueError(
+            f"too large: expected 0 to {MAX_K_DIGITS * '9'} kept nodes (the k selector lists "
+            "the ks stored for the circuit) or 'k_optim'"
+        )
     if not _K_RE.fullmatch(value):
-        raise ValueError("expected a whole number or 'k_optim'")
+        raise ValueError("expected a number of kept nodes (0 or more) or 'k_optim'")
     return value
 
 
@@ -167,8 +173,16 @@ def _parse_channel(value: str) -> int:
 
 
 def _parse_position(value: str) -> int:
+    # The text's length is only known after tokenizing, so the prediction panel checks the upper end.
+    if re.fullmatch(r"[0-9]{7,}", value):
+        raise ValueError(
+            "too large: a position must be less than the text's length in tokens, which is at "
+            "most the model's block_size"
+        )
     if not re.fullmatch(r"\d{1,6}", value):
-        raise ValueError("expected a token position from 0 to 999999")
+        raise ValueError(
+            "expected a token position in the text, 0 or more (leave it out for the last token)"
+        )
     return int(value)
 
 

@@ -16,6 +16,7 @@ from dash import Input, Output, callback, dcc, html
 
 from registry import catalogue
 from registry.catalogue import CatalogueError
+from webapp.circuit_data import choose_default_k
 from webapp.components.messages import message_list, notice
 from webapp.data import DataFileError, get_store
 from webapp.heatmap import visible_whitespace
@@ -46,13 +47,14 @@ def circuit_choices(model: str | None, task: str | None, sweep: str | None, k: s
     """Return the sweep and k options and values for the model's circuits of `task`.
 
     Keys: `sweeps`, `sweep`, `ks`, `k`, and `messages` naming a requested sweep or k that the
-    store does not list. Such a value falls back to the first sweep and to `k_optim` (else the
-    first k). Without circuits of `task` the lists are empty and the values None.
+    store does not list. Such a value, or a missing one, gets the circuit page's default: the
+    first sweep with a `k_optim` circuit, and `k_optim` or the k that `choose_default_k` picks
+    from sweep.json. Without circuits of `task` the lists are empty and the values None.
     """
     if task not in circuit_tasks(model):
         return {"sweeps": [], "sweep": None, "ks": [], "k": None, "messages": []}
     requested = {"model": model, "task": task, "sweep": sweep, "k": k}
-    selection = resolve_selection(get_store(), requested)
+    selection = resolve_selection(get_store(), requested, choose_default_k)
     return {
         "sweeps": selection.options["sweep"],
         "sweep": selection.values["sweep"],

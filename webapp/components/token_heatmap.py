@@ -34,7 +34,8 @@ def render_heatmap(
 
     `scale` is SYMMETRIC_SCALE (centred on 0, up to the largest |value|) or AUTO_SCALE (min..max).
     The maximum and minimum token of each row get the classes `token-max` and `token-min`, which
-    the style sheet marks with a triangle.
+    the style sheet marks with a triangle. A row's `highlight` position gets `token-marked`, an
+    orange outline that the legend explains with the row's `highlight_note`.
     """
     if scale not in (SYMMETRIC_SCALE, AUTO_SCALE):
         raise ValueError(
@@ -72,6 +73,9 @@ def render_heatmap(
     else:
         legend = f"colour scale: centred on 0, |activation| up to {largest:.4g}"
     legend += "; \u25b2 marks the max and \u25bc the min token of each row"
+    notes = dict.fromkeys(row["highlight_note"] for row in rows if row.get("highlight_note"))
+    for note in notes:
+        legend += f"; an orange outline marks {note}"
     footer = html.Div(legend, className="heatmap-scale")
     props = {"id": element_id} if element_id else {}
     return html.Div([*blocks, footer], className="token-heatmap", **props)

@@ -41,6 +41,9 @@ SUMMARY_COLUMNS = (
     ("afrac", "afrac"),
     ("tokenizer_name", "tokenizer"),
 )
+# Keys that only some configs carry. The table leaves such a column out when no config has it.
+# Every other column is a config field, and its "-" has a meaning (afrac None: no AbsTopK).
+OPTIONAL_COLUMNS = ("pfrac",)
 # Fields of the last progress.json records shown per model: (key, column title).
 FINAL_COLUMNS = (
     ("step", "steps"),
@@ -149,14 +152,19 @@ def _weights_cell(model: str) -> str:
     return f"{counts['nnz']:,} ({counts['density']:.3g})"
 
 
-def _summary_row(model: str) -> html.Tr:
+def _summary_or_error(model: str) -> dict | str:
     try:
-        summary = model_summary(model)
+        return model_summary(model)
     except LOAD_ERRORS as err:
         logger.warning("config summary of %s failed: %s", model, err)
-        return html.Tr([html.Td(model), html.Td(str(err), colSpan=len(SUMMARY_COLUMNS) + 1)])
+        return str(err)
+
+
+def _summary_row(model: str, summary: dict | str, columns: list[str]) -> html.Tr:
+    if isinstance(summary, str):  # the error of a config that failed to load
+        return html.Tr([html.Td(model), html.Td(summary, colSpan=len(columns) + 1)])
     cells = [html.Td(model)]
-    for key, _ in SUMMARY_COLUMNS:
+    for key in columns:
         cells.append(html.Td(_format_cell(summary[key])))
     cells.append(html.Td(_weights_cell(model)))
     return html.Tr(cells)
@@ -164,12 +172,23 @@ def _summary_row(model: str) -> html.Tr:
 
 @callback(Output("models-table", "children"), Input("models-model", "options"))
 def show_model_table(models):
-    """Tabulate each model's config summary; a model whose config fails to load shows the error."""
+    """Tabulate each model's config summary; a model whose config fails to load shows the error.
+
+    An OPTIONAL_COLUMNS column shows only when a loaded config sets its key.
+    """
     if not models:
         return notice("No models to show.")
-    titles = ["model"] + [title for _, title in SUMMARY_COLUMNS] + ["nonzero weights (density)"]
+    summaries = {model: _summary_or_error(model) for model in models}
+    loaded = [summary for summary in summaries.values() if isinstance(summary, dict)]
+    shown_columns = [
+        (key, title)
+        for key, title in SUMMARY_COLUMNS
+        if key not in OPTIONAL_COLUMNS or any(summary[key] is not None for summary in loaded)
+    ]
+    titles = ["model"] + [title for _, title in shown_columns] + ["nonzero weights (density)"]
     header = html.Thead(html.Tr([html.Th(title) for title in titles]))
-    body = html.Tbody([_summary_row(model) for model in models])
+    columns = [key for key, _ in shown_columns]
+    body = html.Tbody([_summary_row(model, summaries[model], columns) for model in models])
     return dbc.Table([header, body], bordered=False, hover=True, size="sm", responsive=True)
 
 

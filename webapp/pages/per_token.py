@@ -25,10 +25,16 @@ from dash import (
 )
 
 from registry.catalogue import CatalogueError
+from webapp.circuit_data import choose_default_k
 from webapp.components.messages import message_list, notice
-from webapp.components.prediction_panel import circuit_choices, prediction_panel, task_options
+from webapp.components.prediction_panel import (
+    circuit_choices,
+    circuit_tasks,
+    prediction_panel,
+    task_options,
+)
 from webapp.components.token_heatmap import render_heatmap
-from webapp.data import DataFileError, list_models
+from webapp.data import DataFileError, get_store, list_models, model_summary
 from webapp.figures import activation_figure, empty_figure, nodes_activation_figure
 from webapp.live import (
     check_channel,
@@ -38,6 +44,7 @@ from webapp.live import (
     node_activation_rows,
 )
 from webapp.nodes import parse_node_key
+from webapp.selection import resolve_selection
 from webapp.url_state import (
     MAX_COMPARED_NODES,
     MAX_TEXT_URL_BYTES,
@@ -60,12 +67,37 @@ def _first_or_requested(requested: str | None, options: list[str]) -> str | None
     return options[0] if options else None
 
 
+def _circuit_default(models: list[str], model: str | None) -> tuple[str | None, str | None]:
+    """Return the model and task the circuit page opens for `model` (None: for any model).
+
+    Returns (None, None) when that model has no circuits or is not in `models`. Sharing
+    `resolve_selection` with the circuit page means the predictions get a circuit column.
+    """
+    if model is not None and not circuit_tasks(model):
+        return None, None
+    selection = resolve_selection(get_store(), {"model": model}, choose_default_k)
+    if selection.values["model"] not in models:
+        return None, None
+    return selection.values["model"], selection.values["task"]
+
+
+def _text_limit_label(model: str | None) -> str:
+    """Label the text box with the model's block_size, the most tokens the model reads at once."""
+    tokens = "block_size"  # the config key, when the model's config cannot be read
+    if model:
+        try:
+            tokens = model_summary(model)["block_size"]
+        except LOAD_ERRORS as err:
+            logger.info("block_size of %s not shown: %s", model, err)
+    return f"text (at most {tokens} tokens and {MAX_TEXT_URL_BYTES} bytes in the URL)"
+
+
 def _channel(index) -> int:
     """Convert the channel input to an int; raise ValueError naming a value that is not one."""
     return whole_number(index, "channel")
 
 
-def _control(label: str, component, width: int) -> dbc.Col:
+def _control(label, component, width: int) -> dbc.Col:
     return dbc.Col([dbc.Label(label, html_for=component.id), component], md=width)
 
 
@@ -123,7 +155,9 @@ def _compare_controls(nodes: tuple[str, ...]) -> dbc.Row:
     )
 
 
-def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) -> dbc.Row:
+def _input_controls(
+    tasks: list[str], task: str | None, sample: int, text: str, text_label: str
+) -> dbc.Row:
     task_dropdown = dcc.Dropdown(id="tokens-task", options=tasks, value=task, clearable=False)
     sample_input = dcc.Input(
         id="tokens-sample", type="number", min=0, step=1, value=sample, debounce=True
@@ -139,11 +173,7 @@ def _input_controls(tasks: list[str], task: str | None, sample: int, text: str) 
         [
             _control("task", task_dropdown, 4),
             _control("test pair", sample_input, 2),
-            _control(
-                f"text (at most block_size tokens and {MAX_TEXT_URL_BYTES} bytes in the URL)",
-                text_area,
-                6,
-            ),
+            _control(html.Span(text_label, id="tokens-text-label"), text_area, 6),
         ],
         className="mb-2",
     )
@@ -155,7 +185,13 @@ def layout(**query) -> html.Div:
         models = list_models()
     except LOAD_ERRORS as err:
         models, messages = [], [*messages, f"Could not list the models: {err}"]
-    model = _first_or_requested(state.model, models)
+    requested_model = state.model if state.model in models else None
+    try:
+        default_model, default_task = _circuit_default(models, requested_model)
+    except LOAD_ERRORS as err:
+        logger.warning("default circuit of the per-token page failed: %s", err)
+        default_model, default_task = None, None
+    model = requested_model or default_model or _first_or_requested(None, models)
     if state.model and state.model != model:
         messages.append(f"Model {state.model!r} is not in the store; showing {model!r}.")
 
@@ -177,7 +213,7 @@ def layout(**query) -> html.Div:
         tasks = task_options(model) if model is not None else list_task_names()
     except LOAD_ERRORS as err:
         tasks, messages = [], [*messages, f"Could not list the tasks: {err}"]
-    task = _first_or_requested(state.task, tasks)
+    task = _first_or_requested(state.task if state.task in tasks else default_task, tasks)
     if state.task and state.task != task:
         shown = ", ".join(tasks) if tasks else "none"
         messages.append(
@@ -185,7 +221,7 @@ def layout(**query) -> html.Div:
         )
 
     controls = _node_controls(models, model, locations, location, index, state.source)
-    inputs = _input_controls(tasks, task, state.sample, state.text)
+    inputs = _input_controls(tasks, task, state.sample, state.text, _text_limit_label(model))
     compare = _compare_controls(state.nodes)
     try:
         choices = circuit_choices(model, task, state.sweep, state.k)
@@ -229,6 +265,12 @@ def fill_locations(model, location):
         logger.warning("locations of %s failed: %s", model, err)
         return [], None
     return locations, location if location in locations else locations[0]
+
+
+@callback(Output("tokens-text-label", "children"), Input("tokens-model", "value"))
+def show_text_limit(model):
+    """Name the selected model's block_size in the text box's label."""
+    return _text_limit_label(model)
 
 
 @callback(
