@@ -148,3 +148,20 @@ def test_per_token_text_label_names_block_size(store_copy):
     assert _find(layout, "tokens-text-label").children.startswith("text (at most 64 tokens")
     label = page_module("per_token").show_text_limit(MODEL)
     assert "at most 64 tokens and 6000 bytes in the URL" in label
+
+
+def test_per_token_opens_top_delta_node(store_copy):
+    # Without a node in the URL, the page opens on the circuit's node with the largest
+    # |ablation delta|, not on a channel that may be silent.
+    from webapp import graph
+    from webapp.circuit_data import load_circuit
+
+    circuit = load_circuit(MODEL, TASK, SWEEP, "k_optim")
+    location, index = graph.top_nodes(circuit, 1)[0]["id"].rsplit(":", 1)
+    layout = page_module("per_token").layout(model=MODEL)
+    assert _find(layout, "tokens-location").value == location
+    assert str(_find(layout, "tokens-index").value) == index
+
+    named = page_module("per_token").layout(model=MODEL, node="0.attn.q:1")
+    assert _find(named, "tokens-location").value == "0.attn.q"
+    assert _find(named, "tokens-index").value == 1

@@ -25,7 +25,7 @@ from dash import (
 )
 
 from registry.catalogue import CatalogueError
-from webapp.circuit_data import choose_default_k
+from webapp.circuit_data import choose_default_k, load_circuit
 from webapp.components.messages import message_list, notice
 from webapp.components.prediction_panel import (
     circuit_choices,
@@ -36,6 +36,7 @@ from webapp.components.prediction_panel import (
 from webapp.components.token_heatmap import render_heatmap
 from webapp.data import DataFileError, get_store, list_models, model_summary
 from webapp.figures import activation_figure, empty_figure, nodes_activation_figure
+from webapp.graph import top_nodes
 from webapp.live import (
     check_channel,
     input_sequences,
@@ -179,6 +180,24 @@ def _input_controls(
     )
 
 
+def _top_circuit_node(model, task, sweep, k, locations: list[str]):
+    """Return the NodeKey of the circuit's node with the largest |ablation delta|, or None.
+
+    A page without a node in its URL opens on it: the first location's channel 0 is often silent.
+    """
+    if None in (model, task, sweep, k):
+        return None
+    try:
+        top = top_nodes(load_circuit(model, task, sweep, k), 1)
+    except LOAD_ERRORS as err:
+        logger.info("no default node from %s/%s/%s/%s: %s", model, task, sweep, k, err)
+        return None
+    if not top:
+        return None
+    key = parse_node_key(top[0]["id"])
+    return key if key.location in locations else None
+
+
 def layout(**query) -> html.Div:
     state, messages = parse_query(query)
     try:
@@ -220,14 +239,19 @@ def layout(**query) -> html.Div:
             f"Task {state.task!r} is not available; showing {task!r}. Available: {shown}."
         )
 
-    controls = _node_controls(models, model, locations, location, index, state.source)
-    inputs = _input_controls(tasks, task, state.sample, state.text, _text_limit_label(model))
-    compare = _compare_controls(state.nodes)
     try:
         choices = circuit_choices(model, task, state.sweep, state.k)
     except LOAD_ERRORS as err:
         choices = {"sweeps": [], "sweep": None, "ks": [], "k": None, "messages": [str(err)]}
     messages += choices["messages"]
+    if not state.node:
+        top = _top_circuit_node(model, task, choices["sweep"], choices["k"], locations)
+        if top is not None:
+            location, index = top.location, top.index
+
+    controls = _node_controls(models, model, locations, location, index, state.source)
+    inputs = _input_controls(tasks, task, state.sample, state.text, _text_limit_label(model))
+    compare = _compare_controls(state.nodes)
     predictions = prediction_panel(
         choices["sweeps"], choices["sweep"], choices["ks"], choices["k"], state.position
     )
