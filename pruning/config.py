@@ -10,8 +10,9 @@ ended far below the target loss (0.001 per sequence on while_return_true, with
 deep into an uninformative tau ranking: 738 nodes against 212 for gradient
 attribution. At 1e-3 the same search keeps 69 nodes, and the circuits of the
 six other tasks that `benchmarks/pruning.py` prunes shrink 1.1-5.9x (seed 0).
-An lr of 1e-2 shrank circuits further but closed every gate of the planted
-circuit in tests/test_pruning.py for good, so lr stays at 3e-3.
+An lr of 1e-2 shrank circuits further, but on the planted model in
+tests/test_pruning.py it closed all gates but one for good and lost the planted
+circuit, so lr stays at 3e-3.
 """
 
 from __future__ import annotations
