@@ -138,21 +138,21 @@ def learned_circuit(setup) -> dict:
     started = time.perf_counter()
     ranking = rank_by_mask_training(setup)
     trained = time.perf_counter()
-    result = searched_circuit(setup, ranking.scores)
+    result = searched_circuit(setup, ranking.scores, start=ranking.start_k)
     result["mask_training_s"] = trained - started
     result["k_search_s"] = result["mask_training_s"] + result["bisection_s"]
     return result
 
 
-def searched_circuit(setup, scores) -> dict:
-    """Bisect k on `scores`; return nodes, edges, loss and whether the target loss was reached."""
+def searched_circuit(setup, scores, start: int | None = None) -> dict:
+    """Search k on `scores` from `start`; return nodes, edges, loss and whether the target was met."""
     from pruning.edges import pair_data
     from pruning.search import circuit_from_scores, search_k
     from pruning.vizdata import count_edges
 
     started = time.perf_counter()
     k, history = search_k(
-        setup.model, scores, setup.means, setup.search_batch, setup.config.target_loss
+        setup.model, scores, setup.means, setup.search_batch, setup.config.target_loss, start=start
     )
     bisection_s = time.perf_counter() - started
     loss = next(loss for evaluated_k, loss in reversed(history) if evaluated_k == k)

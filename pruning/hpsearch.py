@@ -84,9 +84,13 @@ def run_search(
     def objective(trial: optuna.Trial) -> int:
         config = trial_config(trial, base)
         gates, _ = train_gates(model, pairs, means, config, progress=False)
-        k, history = search_k(model, gates.scores(), means, search_batch, config.target_loss)
+        k, history = search_k(
+            model, gates.scores(), means, search_batch, config.target_loss, start=gates.n_open()
+        )
         trial.set_user_attr("worker_pid", os.getpid())
-        trial.set_user_attr("final_loss", history[-1][1] if history else None)
+        # The loss at k, which is not always the last evaluation of the search.
+        loss_at_k = next(loss for evaluated_k, loss in reversed(history) if evaluated_k == k)
+        trial.set_user_attr("final_loss", loss_at_k)
         logger.info("trial %d: k=%d with %s", trial.number, k, trial.params)
         return k
 

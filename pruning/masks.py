@@ -42,6 +42,10 @@ class NodeGates(torch.nn.Module):
         for tau in self.taus.values():
             tau.clamp_(-1.0, 1.0)
 
+    def n_open(self) -> int:
+        """Return the number of open gates (tau > 0)."""
+        return sum(int((tau > 0).sum()) for tau in self.taus.values())
+
     def scores(self) -> dict[str, torch.Tensor]:
         """Return a detached copy of every location's tau."""
         return {location: self.tau(location).detach().clone() for location in self.locations}

@@ -93,6 +93,8 @@ class Ranking:
     method: str
     scores: dict[str, torch.Tensor]
     history: list[tuple[int, float]]  # (step, per-sequence loss) of the scoring run
+    # Where the k search starts: the open gates after mask training (None: scan up from k = 1).
+    start_k: int | None = None
 
 
 def evaluate_circuit(setup: PruneSetup, circuit) -> dict:

@@ -36,7 +36,9 @@ def rank_by_mask_training(setup: PruneSetup) -> Ranking:
         gates, history = train_gates(
             setup.model, setup.task.xs, setup.means, setup.config, progress=setup.progress
         )
-    return Ranking(method=PRUNE_SWEEP, scores=gates.scores(), history=history)
+    return Ranking(
+        method=PRUNE_SWEEP, scores=gates.scores(), history=history, start_k=gates.n_open()
+    )
 
 
 def rank_by_attribution(setup: PruneSetup) -> Ranking:
@@ -72,7 +74,12 @@ def run_sweep(
 
     with phase("k search", setup.timings):
         k_optim, search_history = search_k(
-            setup.model, ranking.scores, setup.means, setup.search_batch, config.target_loss
+            setup.model,
+            ranking.scores,
+            setup.means,
+            setup.search_batch,
+            config.target_loss,
+            start=ranking.start_k,
         )
     logger.info("k search: k_optim=%d after %d evaluations", k_optim, len(search_history))
     loss_at_k_optim = next(loss for k, loss in reversed(search_history) if k == k_optim)

@@ -3,9 +3,11 @@
 A circuit keeps the k nodes with the highest score (tau after mask training, or
 an attribution score for the baseline) and mean-ablates every other node through
 `inference.circuit.apply_circuit`, the same function the verifier and the web
-app use. `search_k` scans k over powers of two and bisects below the first k that
-reaches the target loss. The loss is not exactly monotonic in k, so the result is
-what the search finds rather than a proven minimum.
+app use. `search_k` brackets the smallest k that reaches the target loss by
+doubling or halving k, then bisects the bracket. Without a start it doubles from
+k = 1. Mask training passes its count of open gates as the start, so the search
+begins near the size of the trained circuit. The loss is not exactly monotonic
+in k, so the result is what the search finds rather than a proven minimum.
 """
 
 from __future__ import annotations
@@ -74,16 +76,19 @@ def circuit_loss(model, circuit, means, batch: PairBatch, *, invert=False, scale
 
 
 def search_k(
-    model, scores, means, batch: PairBatch, target_loss: float
+    model, scores, means, batch: PairBatch, target_loss: float, *, start: int | None = None
 ) -> tuple[int, list[tuple[int, float]]]:
     """Find the smallest k whose top-k circuit has loss <= `target_loss` on `batch`.
 
-    First scans k = 1, 2, 4, ... up to all nodes and stops at the first k that
-    reaches the target, then bisects between it and the previous grid point. The
-    scan matters because mean-ablating many unneeded nodes can bring the loss
-    below the full model's, so a circuit may reach a target that all nodes miss.
-    Returns k and the (k, loss) of every evaluation in order. When no grid point
-    reaches the target, returns the total node count.
+    Brackets the answer first. Without `start`, scans k = 1, 2, 4, ... up to all
+    nodes and stops at the first k that reaches the target. The scan matters
+    because mean-ablating many unneeded nodes can bring the loss below the full
+    model's, so a circuit may reach a target that all nodes miss. With `start`
+    (clamped to [1, all nodes]), evaluates k = start first, then halves k while
+    the target is reached, or doubles it while it is missed. Then bisects between
+    the last miss and the first hit. Returns k and the (k, loss) of every
+    evaluation in order. When no k of the bracket search reaches the target,
+    returns the total node count.
     """
     n_total = sum(location_width(model.config, loc) for loc in node_locations(model.config))
     history: list[tuple[int, float]] = []
@@ -94,13 +99,17 @@ def search_k(
         logger.debug("k search: k=%d loss=%.4f", k, loss)
         return loss
 
-    grid = [2**i for i in range(n_total.bit_length()) if 2**i < n_total] + [n_total]
-    low, high = 0, None
-    for k in grid:
-        if loss_at(k) <= target_loss:
-            high = k
-            break
-        low = k + 1
+    if start is None:
+        low, high = _bracket_upward(loss_at, 1, n_total, target_loss)
+    else:
+        first = min(max(start, 1), n_total)
+        if loss_at(first) <= target_loss:
+            low, high = _bracket_downward(loss_at, first, target_loss)
+        elif first == n_total:
+            low, high = n_total + 1, None
+        else:
+            low, high = _bracket_upward(loss_at, 2 * first, n_total, target_loss)
+            low = max(low, first + 1)
     if high is None:
         logger.info(
             "no top-k circuit reaches the target %.4f on the search pairs (all %d nodes: %.4f)",
@@ -117,3 +126,36 @@ def search_k(
         else:
             low = middle + 1
     return high, history
+
+
+def _bracket_upward(loss_at, first: int, n_total: int, target_loss: float):
+    """Double k from `first` (capped at `n_total`) until it reaches the target.
+
+    Returns (low, high): the smallest k not yet ruled out and the first k that
+    reached the target, or (low, None) when even `n_total` misses it.
+    """
+    low = 0
+    k = min(first, n_total)
+    while True:
+        if loss_at(k) <= target_loss:
+            return low, k
+        low = k + 1
+        if k >= n_total:
+            return low, None
+        k = min(2 * k, n_total)
+
+
+def _bracket_downward(loss_at, first: int, target_loss: float):
+    """Halve k from `first`, which reaches the target, until k misses it or reaches 1.
+
+    Returns (low, high): one above the k that missed (0 if none did) and the
+    smallest k that reached the target.
+    """
+    high = first
+    k = first // 2
+    while k >= 1:
+        if loss_at(k) > target_loss:
+            return k + 1, high
+        high = k
+        k //= 2
+    return 0, high

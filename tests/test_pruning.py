@@ -306,3 +306,63 @@ def test_gated_loss_rejects_per_sequence_gates():
     gates["0.attn.q"] = torch.ones(len(batch), 1, len(means["0.attn.q"]))
     with pytest.raises(ValueError, match=r"gates at \['0.attn.q'\] must have shape"):
         gated_task_loss(model, gates, means, batch)
+
+
+def _search_with_threshold(monkeypatch, needed: int, start: int | None):
+    """Run search_k on a loss that reaches the target exactly from `needed` kept nodes on."""
+    import pruning.search
+
+    def loss_by_size(model, circuit, means, batch):
+        return 0.1 if sum(len(ids) for ids in circuit.values()) >= needed else 1.0
+
+    monkeypatch.setattr(pruning.search, "circuit_loss", loss_by_size)
+    model = planted_model()
+    scores = {loc: torch.rand(len(mean)) for loc, mean in planted_means(model).items()}
+    batch = make_batch(planted_task(n_train=4, n_test=1).xs, model.config.block_size)
+    return search_k(model, scores, {}, batch, 0.15, start=start)
+
+
+def test_search_k_scans_up_without_start(monkeypatch):
+    k, history = _search_with_threshold(monkeypatch, needed=11, start=None)
+    assert k == 11
+    assert [k for k, _ in history] == [1, 2, 4, 8, 16, 12, 10, 11]
+
+
+def test_search_k_halves_from_start_above(monkeypatch):
+    k, history = _search_with_threshold(monkeypatch, needed=11, start=40)
+    assert k == 11
+    assert [k for k, _ in history] == [40, 20, 10, 15, 13, 12, 11]
+
+
+def test_search_k_doubles_from_start_below(monkeypatch):
+    k, history = _search_with_threshold(monkeypatch, needed=11, start=3)
+    assert k == 11
+    assert [k for k, _ in history] == [3, 6, 12, 9, 11, 10]
+
+
+def test_search_k_start_near_answer_saves_evaluations(monkeypatch):
+    _, from_scan = _search_with_threshold(monkeypatch, needed=30, start=None)
+    _, from_start = _search_with_threshold(monkeypatch, needed=30, start=40)
+    assert len(from_start) < len(from_scan)
+
+
+def test_search_k_unreachable_target_returns_all_nodes(monkeypatch):
+    from inference.circuit import num_total_nodes
+
+    n_total = num_total_nodes(planted_model().config)
+    for start in (None, 5, n_total, 10 * n_total):
+        k, history = _search_with_threshold(monkeypatch, needed=n_total + 1, start=start)
+        assert k == n_total, start
+        assert [k for k, _ in history].count(n_total) == 1, start
+
+
+def test_node_gates_n_open_counts_positive_tau():
+    from pruning.masks import NodeGates
+
+    config = planted_model().config
+    gates = NodeGates(config, init_bias=-1.0, init_noise=0.0)
+    assert gates.n_open() == 0
+    with torch.no_grad():
+        gates.tau("0.attn.q")[[0, 3]] = 0.5
+        gates.tau("0.mlp.post_act")[1] = 1e-6
+    assert gates.n_open() == 3
