@@ -5,11 +5,14 @@ zeros; `torch.sparse.mm` with a CSR weight does work proportional to nnz. `enabl
 swaps each `nn.Linear` whose weight density is at most `max_density` for a `SparseLinear` that shares
 the same parameters (so state-dict keys and hooks are unchanged) and multiplies by a CSR copy of the
 weight when no gradient is needed. Under autograd it falls back to the dense product, so training,
-pruning and `save_grads` see the exact dense path.
+pruning and `save_grads` see the exact dense path. Each product takes a chunk of tokens at a time
+(`tokens_per_chunk`) so that the input it reads stays in cache.
 
 NOTE: CSR and dense products sum in different orders. Where AbsTopK sees a near-tie at its k-th
 largest magnitude, that rounding can keep a different entry, and the logits then differ by far more
 than 1e-5 (seen on random csp_yolo2-sized weights, not on the small models in the tests).
+`benchmarks/inference.py` reports the logit difference with AbsTopK off too, and checks that the
+first swapped channels tie within 1e-5.
 
 The default `max_density` of 1/8 comes from `benchmarks/inference.py` on a 2-core x86 CPU, where CSR
 products beat dense ones from roughly density 1/16 down; re-measure on other hardware.
@@ -29,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_DENSITY = 1 / 8
 
-# Chunk sizes from timing csp_yolo2-sized products (2048 x 8192, 8192 x 2080, 2048 x 2048) on one
-# x86 core at densities 1/16 to 1/1024: 32 to 128 tokens per call ran 2 to 5 times faster than 2048
-# tokens in one call. Fewer than 16 tokens per call pays MKL's fixed cost per call too often.
+# Chunk sizes come from timing csp_yolo2-sized products (2048 x 8192, 8192 x 2080, 2048 x 2048) on
+# one x86 core at densities 1/16 to 1/1024. There, 32 to 128 tokens per call ran 2 to 5 times faster
+# than 2048 tokens in one call. Below 16 tokens per call, MKL's fixed cost per call dominates.
 CHUNK_BYTES = 1 << 20
 MIN_CHUNK_TOKENS = 16
 MAX_CHUNK_TOKENS = 128
@@ -42,7 +45,7 @@ def tokens_per_chunk(in_features: int) -> int:
 
     A CSR product adds one input row (one channel over the chunk's tokens) per nonzero weight. With
     every token at once, those rows span the whole input and each nonzero reads it from memory. The
-    chunk holds about `CHUNK_BYTES` of float32 input: 32 tokens at in_features 8192, 128 at 2048.
+    chunk is about `CHUNK_BYTES` of float32 input: 32 tokens at in_features 8192, 128 at 2048.
     """
     return max(MIN_CHUNK_TOKENS, min(MAX_CHUNK_TOKENS, CHUNK_BYTES // (4 * in_features)))
 

@@ -66,7 +66,8 @@ def test_sparse_linear_over_several_chunks():
         linear.weight.mul_(torch.rand_like(linear.weight) < 0.1)
     x = torch.randn(3, 100, 32)  # 300 tokens: two full chunks and a partial one
     chunk = tokens_per_chunk(32)
-    assert 300 // chunk == 2 and 300 % chunk > 0
+    assert 300 // chunk == 2
+    assert 300 % chunk > 0
 
     with torch.no_grad():
         got = SparseLinear(linear)(x)
