@@ -51,7 +51,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed forward passes per measurement (median)"
+        "--repeats", type=int, default=3, help="minimum timed forward passes per path (median)"
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=3.0,
+        help="keep timing rounds until they add up to this many seconds per measurement",
     )
     parser.add_argument(
         "--yolo2-layers",
@@ -125,21 +131,25 @@ def build(shape: dict, density: float, seq_len: int):
     return model
 
 
-def time_forwards(runs: dict, repeats: int) -> dict[str, float]:
-    """Return the median seconds of each zero-argument function in `runs`, timed in turns.
+def time_forwards(runs: dict, repeats: int, min_seconds: float) -> tuple[dict[str, float], int]:
+    """Return the median seconds of each zero-argument function in `runs`, and the round count.
 
     Each round times every function once, so load from other processes on a shared CPU falls on all
-    of them alike instead of on whichever ran during a busy spell.
+    of them alike instead of on whichever ran during a busy spell. Rounds go on until there are
+    `repeats` of them and they took `min_seconds` in total, so fast models get more samples.
     """
     for run in runs.values():
         run()  # warm-up: CSR conversion, allocator, thread pool
     times = {name: [] for name in runs}
-    for _ in range(repeats):
+    elapsed = 0.0
+    while len(times["dense"]) < repeats or elapsed < min_seconds:
         for name, run in runs.items():
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            elapsed += times[name][-1]
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return medians, len(times["dense"])
 
 
 def first_abstopk_mismatch(dense_hooks: dict, sparse_hooks: dict) -> tuple[str, float] | None:
@@ -229,9 +239,10 @@ def measure(case: str, shape: dict, density: float, batch: int, args) -> dict:
             dense_model(idx)
 
     with torch.no_grad():
-        seconds = time_forwards(
+        seconds, rounds = time_forwards(
             dict(dense=lambda: dense_model(idx), sparse=lambda: sparse_model(idx), record=recorded),
             args.repeats,
+            args.min_seconds,
         )
     return dict(
         case=case,
@@ -240,6 +251,7 @@ def measure(case: str, shape: dict, density: float, batch: int, args) -> dict:
         batch=batch,
         seq_len=args.seq_len,
         threads=torch.get_num_threads(),
+        rounds=rounds,
         dense_tokens_per_s=round(tokens / seconds["dense"], 1),
         sparse_tokens_per_s=round(tokens / seconds["sparse"], 1),
         ratio=round(seconds["dense"] / seconds["sparse"], 2),
