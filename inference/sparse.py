@@ -35,10 +35,10 @@ DEFAULT_MAX_DENSITY = 1 / 8
 # Chunk sizes come from timing csp_yolo2-sized products (2048 x 8192, 8192 x 2080, 2048 x 2048) on
 # one x86 core at densities 1/16 to 1/1024. There, 32 to 128 tokens per call ran 2 to 5 times faster
 # than 2048 tokens in one call. Below 16 tokens per call, MKL's fixed cost per call dominates.
-# NOTE: the gain was measured on one thread only. With 2 torch threads on 2 cores that two other
-# processes kept busy, each of the many short products waited for a descheduled thread, and a
-# chunked 2048 x 8192 product took 1.3 s against 0.2 s as one call. Whether chunks win with
-# several threads on an idle machine is not measured yet.
+# NOTE: with 2 torch threads on 2 cores that two other processes kept busy, OpenMP's default wait
+# policy made each of the many short products stall: a chunked 2048 x 8192 product took 1.3 s against
+# 0.2 s as one call. With OMP_WAIT_POLICY=PASSIVE set before torch starts, it took 55 ms. On an idle
+# machine with several threads the chunks are not measured yet.
 CHUNK_BYTES = 1 << 20
 MIN_CHUNK_TOKENS = 16
 MAX_CHUNK_TOKENS = 128
