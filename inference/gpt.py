@@ -60,6 +60,29 @@ class AttentionSink(nn.Module):
         self.sink_logit = nn.Parameter(torch.zeros(n_head))
 
 
+def sink_attention_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_logit: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Causal attention with a sink through torch SDPA's `is_causal` kernel, without a mask.
+
+    An explicit (T, T + 1) mask sends SDPA to its slow math path. Instead, one extra channel carries
+    the sink: queries get a 1 there, real keys a 0 and a sink key `sink_logit / scale`, so the sink's
+    score is `sink_logit` and every other score is unchanged. The sink key goes first and a dummy
+    query first too, so the square causal mask lets query i + 1 see the sink and keys 0 to i. The
+    dummy query's row is dropped. Values get a zero channel so q, k and v share one head size.
+    """
+    B, H, T, D = q.shape
+    ones = q.new_ones(B, H, T, 1)
+    zeros = q.new_zeros(B, H, T, 1)
+    q = torch.cat([q.new_zeros(B, H, 1, D + 1), torch.cat([q, ones], dim=-1)], dim=2)
+    sink_channel = (sink_logit.to(q.dtype) / scale).view(1, H, 1, 1).expand(B, H, 1, 1)
+    sink_key = torch.cat([k.new_zeros(B, H, 1, D), sink_channel], dim=-1)
+    k = torch.cat([sink_key, torch.cat([k, zeros], dim=-1)], dim=2)  # (B, H, T + 1, D + 1)
+    v = torch.cat([v.new_zeros(B, H, 1, D + 1), torch.cat([v, zeros], dim=-1)], dim=2)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    return y[:, :, 1:, :D]  # (B, H, T, D): drop the dummy query and the sink channel
+
+
 def causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -76,24 +99,10 @@ def causal_attention(
     scale = 1.0 / math.sqrt(q.size(-1))
     if use_sdpa and sink_logit is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    if use_sdpa:
+        return sink_attention_sdpa(q, k, v, sink_logit, scale)
 
     causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    if use_sdpa:
-        # Prepend the sink slot: a zero key whose logit comes from the additive mask instead.
-        B, H, _, D = q.shape
-        zeros_k = q.new_zeros(B, H, 1, D)
-        zeros_v = v.new_zeros(B, H, 1, v.size(-1))
-        mask = torch.zeros(H, T, T + 1, dtype=q.dtype, device=q.device)
-        mask[:, :, 1:].masked_fill_(~causal, float("-inf"))
-        mask[:, :, 0] = sink_logit.to(q.dtype).view(H, 1)
-        return F.scaled_dot_product_attention(
-            q,
-            torch.cat([zeros_k, k], dim=2),
-            torch.cat([zeros_v, v], dim=2),
-            attn_mask=mask,
-            scale=scale,
-        )
-
     att = (q @ k.transpose(-2, -1)) * scale  # (B, n_head, T, T)
     att = att.masked_fill(~causal, float("-inf"))
     if sink_logit is None:

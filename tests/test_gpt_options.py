@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from inference.config import ABSTOPK_LOCATIONS
-from inference.gpt import GPT, GPTConfig, sinusoidal_positions
+from inference.gpt import GPT, GPTConfig, causal_attention, sinusoidal_positions
 from inference.hook_utils import hook_recorder
 
 
@@ -105,3 +105,22 @@ def test_logit_positions_reject_targets():
     idx = torch.zeros(2, 8, dtype=torch.long)
     with pytest.raises(ValueError, match="either targets or logit_positions"):
         model(idx, targets=idx, logit_positions=torch.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("sink_value", [-3.0, 0.0, 4.0])
+def test_sink_sdpa_matches_explicit_with_grads(sink_value):
+    torch.manual_seed(0)
+    B, n_head, T, d_head = 2, 3, 7, 4
+    q, k, v = (torch.randn(B, n_head, T, d_head, requires_grad=True) for _ in range(3))
+    sink_logit = torch.full((n_head,), sink_value).add_(torch.arange(n_head)).requires_grad_(True)
+
+    outputs, grads = [], []
+    for use_sdpa in (False, True):
+        y = causal_attention(q, k, v, sink_logit, use_sdpa=use_sdpa)
+        outputs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), (q, k, v, sink_logit)))
+
+    assert outputs[1].shape == (B, n_head, T, d_head)
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-6, rtol=0)
+    for name, sdpa_grad, explicit_grad in zip("qkvs", grads[1], grads[0], strict=True):
+        torch.testing.assert_close(sdpa_grad, explicit_grad, atol=1e-5, rtol=0, msg=name)

@@ -9,6 +9,7 @@ from inference.sparse import (
     SparseLinear,
     disable_sparse_forward,
     enable_sparse_forward,
+    tokens_per_chunk,
     weight_density,
 )
 
@@ -56,6 +57,32 @@ def test_sparse_logits_match_dense(sink):
     torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=0)
     for name in dense_rec:
         torch.testing.assert_close(sparse_rec[name], dense_rec[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_sparse_linear_over_several_chunks():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 24)
+    with torch.no_grad():
+        linear.weight.mul_(torch.rand_like(linear.weight) < 0.1)
+    x = torch.randn(3, 100, 32)  # 300 tokens: two full chunks and a partial one
+    chunk = tokens_per_chunk(32)
+    assert 300 // chunk == 2
+    assert 300 % chunk > 0
+
+    with torch.no_grad():
+        got = SparseLinear(linear)(x)
+        want = linear(x)
+
+    assert got.shape == (3, 100, 24)
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def test_chunk_size_bounds():
+    assert tokens_per_chunk(8192) == 32
+    assert tokens_per_chunk(2048) == 128
+    assert tokens_per_chunk(16) == 128
+    assert tokens_per_chunk(1 << 20) == 16
 
 
 def test_state_dict_keys_unchanged():

@@ -1,0 +1,109 @@
+"""The inference benchmark's parity report: it separates AbsTopK ties from real mismatches."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
+
+
+@pytest.fixture(scope="module")
+def bench_script():
+    spec = importlib.util.spec_from_file_location("inference_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def hooks(*rows):
+    """Return one hook whose positions are `rows`."""
+    return {"0.attn.act_in": torch.tensor([rows])}  # (1, positions, width)
+
+
+def test_same_channels_is_no_mismatch(bench_script):
+    dense = hooks([0.5, 0.0, -0.3])
+    sparse = hooks([0.5000001, 0.0, -0.3])
+    assert bench_script.first_abstopk_mismatch(dense, sparse) is None
+
+
+def test_near_tie_swap_has_tiny_gap(bench_script):
+    dense = hooks([0.9, 0.30000001, 0.0], [0.1, 0.0, 0.2])
+    sparse = hooks([0.9, 0.0, -0.3], [0.1, 0.0, 0.2])
+    name, gap = bench_script.first_abstopk_mismatch(dense, sparse)
+    assert name == "0.attn.act_in"
+    assert gap < 1e-6
+
+
+def test_real_swap_has_large_gap(bench_script):
+    dense = hooks([0.9, 0.5, 0.0])
+    sparse = hooks([0.9, 0.0, 0.1])
+    _, gap = bench_script.first_abstopk_mismatch(dense, sparse)
+    assert gap == pytest.approx(0.4)
+
+
+def test_one_sided_channel_counts_from_zero(bench_script):
+    dense = hooks([0.9, 0.5, 0.0])
+    sparse = hooks([0.9, 0.0, 0.0])
+    _, gap = bench_script.first_abstopk_mismatch(dense, sparse)
+    assert gap == pytest.approx(0.5)
+
+
+def test_first_hook_in_order_is_reported(bench_script):
+    dense = {
+        "0.attn.act_in": torch.tensor([[[1.0, 0.0]]]),
+        "1.attn.act_in": torch.tensor([[[1.0, 0.0]]]),
+    }
+    sparse = {
+        "0.attn.act_in": torch.tensor([[[1.0, 0.0]]]),
+        "1.attn.act_in": torch.tensor([[[0.0, 1.0]]]),
+    }
+    name, _ = bench_script.first_abstopk_mismatch(dense, sparse)
+    assert name == "1.attn.act_in"
+
+
+def test_compare_paths_small_model(bench_script):
+    from inference.sparse import enable_sparse_forward
+
+    shape = dict(
+        n_layer=2,
+        d_model=32,
+        n_head=4,
+        d_mlp=64,
+        vocab_size=64,
+        block_size=16,
+        rms_norm=True,
+        afrac=0.25,
+        sink=True,
+    )
+    dense_model = bench_script.build(shape, density=1 / 16, seq_len=16)
+    sparse_model = bench_script.build(shape, density=1 / 16, seq_len=16)
+    enable_sparse_forward(sparse_model, max_density=1.0)
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    report = bench_script.compare_paths(dense_model, sparse_model, idx)
+
+    assert report["parity"] == "within 1e-5"
+    assert report["max_abs_logit_diff"] <= 1e-5
+    assert report["max_abs_logit_diff_abstopk_off"] <= 1e-5
+    assert report["abstopk_first_mismatch"] is None
+    assert dense_model.config.abstopk_locations  # restored after the AbsTopK-off pass
+
+
+def test_compare_paths_flags_mismatch(bench_script):
+    shape = dict(
+        n_layer=1, d_model=32, n_head=4, d_mlp=64, vocab_size=64, block_size=16, afrac=0.25
+    )
+    dense_model = bench_script.build(shape, density=1 / 4, seq_len=16)
+    other_model = bench_script.build(shape, density=1 / 4, seq_len=16)
+    with torch.no_grad():
+        other_model.lm_head.weight.mul_(2.0)
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    report = bench_script.compare_paths(dense_model, other_model, idx)
+
+    assert report["parity"] == "MISMATCH"
+    assert report["max_abs_logit_diff_abstopk_off"] > 1e-5
