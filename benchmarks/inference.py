@@ -230,7 +230,9 @@ def measure(case: str, shape: dict, density: float, batch: int, args) -> dict:
 
     dense_model = build(shape, density, args.seq_len)
     sparse_model = copy.deepcopy(dense_model)
-    enable_sparse_forward(sparse_model, max_density=1.0)
+    # Every Linear is at the target density, so max_density 1 swaps all that are large enough
+    # (inference.sparse.DEFAULT_MIN_WEIGHTS); smaller ones keep dense products, as load_model does.
+    csr_layers = len(enable_sparse_forward(sparse_model, max_density=1.0))
     idx = torch.randint(0, dense_model.config.vocab_size, (batch, args.seq_len))
     tokens = batch * args.seq_len
 
@@ -251,6 +253,7 @@ def measure(case: str, shape: dict, density: float, batch: int, args) -> dict:
         batch=batch,
         seq_len=args.seq_len,
         threads=torch.get_num_threads(),
+        csr_layers=csr_layers,
         rounds=rounds,
         dense_tokens_per_s=round(tokens / seconds["dense"], 1),
         sparse_tokens_per_s=round(tokens / seconds["sparse"], 1),

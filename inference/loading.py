@@ -146,9 +146,10 @@ def load_model(
 ) -> GPT:
     """Load a GPT in eval mode from a model folder, a store URL of one, or a store model name.
 
-    `sparse="auto"` gives Linear layers of weight density <= 1/8 the CSR forward path of
-    `inference.sparse` (used outside autograd only); True forces it on every Linear, False keeps
-    the dense path.
+    `sparse="auto"` gives the CSR forward path of `inference.sparse` (used outside autograd only)
+    to Linear layers of weight density <= 1/8 with at least 2**20 weights
+    (`inference.sparse.DEFAULT_MIN_WEIGHTS`); True forces it on every Linear, False keeps the
+    dense path.
     """
     if sparse not in (True, False, "auto"):
         raise ValueError(f"sparse={sparse!r} is invalid; use True, False or 'auto'")
@@ -162,7 +163,10 @@ def load_model(
     model.requires_grad_(False)
     model = model.to(pick_device(cuda))
     if sparse:
-        enable_sparse_forward(model, max_density=1.0 if sparse is True else DEFAULT_MAX_DENSITY)
+        if sparse is True:
+            enable_sparse_forward(model, max_density=1.0, min_weights=0)
+        else:
+            enable_sparse_forward(model, max_density=DEFAULT_MAX_DENSITY)
     return model
 
 

@@ -15,7 +15,8 @@ than 1e-5 (seen on random csp_yolo2-sized weights, not on the small models in th
 first swapped channels tie within 1e-5.
 
 The default `max_density` of 1/8 comes from `benchmarks/inference.py` on a 2-core x86 CPU, where CSR
-products beat dense ones from roughly density 1/16 down; re-measure on other hardware.
+products beat dense ones from roughly density 1/16 down; re-measure on other hardware. Small
+matrices (under `min_weights` entries) keep dense products, which are as fast or faster there.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_DENSITY = 1 / 8
+# Weight matrices with fewer entries than this keep dense products. With 2 threads on a 2-core x86
+# CPU, CSR products made the bundled model's forward pass (128 x 512 and 128 x 2048 matrices at
+# densities 1/16 to 1/1024) 12-20% slower. They made csp_yolo2's (2048 x 8192 and up) 1.7-3.2x
+# faster. NOTE: sizes between those two were not measured, so the cutoff is an estimate.
+DEFAULT_MIN_WEIGHTS = 1 << 20
 
 # Chunk sizes come from timing csp_yolo2-sized products (2048 x 8192, 8192 x 2080, 2048 x 2048) on
 # one x86 core at densities 1/16 to 1/1024. There, 32 to 128 tokens per call ran 2 to 5 times faster
@@ -121,10 +127,20 @@ class SparseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, csr=True"
 
 
-def enable_sparse_forward(model: nn.Module, max_density: float = DEFAULT_MAX_DENSITY) -> list[str]:
-    """Swap every Linear with weight density <= `max_density` for a SparseLinear; return their names."""
+def enable_sparse_forward(
+    model: nn.Module,
+    max_density: float = DEFAULT_MAX_DENSITY,
+    min_weights: int = DEFAULT_MIN_WEIGHTS,
+) -> list[str]:
+    """Swap for a SparseLinear every Linear whose weight density is <= `max_density` and whose
+    weight has at least `min_weights` entries; return their names.
+
+    `min_weights=0` swaps small matrices too.
+    """
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density={max_density} must be in [0, 1]")
+    if min_weights < 0:
+        raise ValueError(f"min_weights={min_weights} must be 0 or more")
     swapped = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
@@ -132,12 +148,15 @@ def enable_sparse_forward(model: nn.Module, max_density: float = DEFAULT_MAX_DEN
                 continue
             if weight_density(child.weight) > max_density:
                 continue
+            if child.weight.numel() < min_weights:
+                continue
             setattr(parent, child_name, SparseLinear(child))
             swapped.append(f"{parent_name}.{child_name}" if parent_name else child_name)
     logger.info(
-        "sparse forward: %d Linear layers use CSR products (density <= %.4g)",
+        "sparse forward: %d Linear layers use CSR products (density <= %.4g, >= %d weights)",
         len(swapped),
         max_density,
+        min_weights,
     )
     return swapped
 

@@ -6,6 +6,7 @@ import torch
 from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
 from inference.sparse import (
+    DEFAULT_MIN_WEIGHTS,
     SparseLinear,
     disable_sparse_forward,
     enable_sparse_forward,
@@ -48,7 +49,7 @@ def test_sparse_logits_match_dense(sink):
     with torch.no_grad(), hook_recorder() as dense_rec:
         dense = model(idx)[0]
 
-    swapped = enable_sparse_forward(model)
+    swapped = enable_sparse_forward(model, min_weights=0)
 
     assert "lm_head" in swapped
     assert "transformer.h.1.mlp.c_fc" in swapped
@@ -88,18 +89,33 @@ def test_chunk_size_bounds():
 def test_state_dict_keys_unchanged():
     model = sparse_model()
     keys = list(model.state_dict())
-    enable_sparse_forward(model)
+    enable_sparse_forward(model, min_weights=0)
     assert list(model.state_dict()) == keys
 
 
 def test_dense_layers_left_alone():
     model = sparse_model(density=1.0)
-    assert enable_sparse_forward(model, max_density=0.5) == []
+    assert enable_sparse_forward(model, max_density=0.5, min_weights=0) == []
+
+
+def test_small_matrices_keep_dense_products():
+    # CSR products were slower than dense ones on small matrices, so by default they stay dense.
+    model = sparse_model()
+    assert max(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)) < (
+        DEFAULT_MIN_WEIGHTS
+    )
+    assert enable_sparse_forward(model) == []
+    assert enable_sparse_forward(model, min_weights=0) != []
+
+
+def test_min_weights_rejects_negative():
+    with pytest.raises(ValueError, match="min_weights=-1 must be 0 or more"):
+        enable_sparse_forward(sparse_model(), min_weights=-1)
 
 
 def test_autograd_uses_dense_path():
     model = sparse_model()
-    enable_sparse_forward(model)
+    enable_sparse_forward(model, min_weights=0)
     model.requires_grad_(True)
     idx = torch.randint(0, 64, (2, 16))
     _, loss, _ = model(idx, targets=idx)
@@ -109,7 +125,7 @@ def test_autograd_uses_dense_path():
 
 def test_weight_edit_invalidates_csr():
     model = sparse_model()
-    enable_sparse_forward(model)
+    enable_sparse_forward(model, min_weights=0)
     idx = torch.randint(0, 64, (1, 8))
     with torch.no_grad():
         before = model(idx)[0]
@@ -120,6 +136,6 @@ def test_weight_edit_invalidates_csr():
 
 def test_disable_restores_linear():
     model = sparse_model()
-    n = len(enable_sparse_forward(model))
+    n = len(enable_sparse_forward(model, min_weights=0))
     assert disable_sparse_forward(model) == n
     assert not any(isinstance(m, SparseLinear) for m in model.modules())
