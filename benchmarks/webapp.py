@@ -4,8 +4,8 @@ One run measures, over HTTP on 127.0.0.1 with the repository's own servers and a
 1. Cold start: the time from starting `python app.py` (and, separately, gunicorn with
    gunicorn.conf.py) until the models page `/` is loaded. Loading it takes four requests: the HTML,
    `/_dash-layout`, `/_dash-dependencies` and the routing callback that returns the page's content.
-2. Circuit graph update, warm: the circuit page callback that draws the graph of the k_optim circuit
-   of single_double_quote (threshold 0, so every edge), POSTed once to load the circuit and then
+2. Circuit graph update, warm: the circuit page callback that draws the graph of the store's largest
+   kept circuit (`webapp_requests.TASK`, threshold 0, so every edge), POSTed once to load it and then
    `--repeats` times.
 3. Per-token forward: the per-token page callback on a typed text of exactly 256 tokens (the model's
    block_size), a different text each time so that no cache answers. One call loads the model first.

@@ -132,13 +132,13 @@ def test_row_labels_readable(dash_duo, webapp_app):
 
 
 def test_row_labels_readable_on_embedded_circuit(dash_duo, webapp_app, webapp_store):
-    # A 4-layer circuit of 374 nodes: a fixed label size read at about 3 px here.
+    # A 4-layer circuit with nodes in all 32 rows: a fixed label size read at about 3 px here.
     from webapp.data import configure_store
 
     configure_store(str(EMBEDDED_STORE))
     try:
         base = _start(dash_duo, webapp_app)
-        query = "?model=sparse_stdlib&task=else_elif&sweep=prune_v4&k=k_optim"
+        query = "?model=sparse_stdlib&task=if_equals&sweep=prune_v4&k=k_optim"
         dash_duo.wait_for_page(url=f"{base}/circuit{query}", timeout=20)
         assert _wait_for_graph(dash_duo) > 100
         sizes = _row_label_sizes(dash_duo)
