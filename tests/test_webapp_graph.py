@@ -140,7 +140,18 @@ def test_colour_range_floors_noise():
 
 def test_colour_range_keeps_large_deltas():
     circuit = {"interv_loss": 0.03, "nodes": [_node("0.attn.q:0", 0.7), _node("0.attn.k:1", -0.2)]}
-    assert graph.colour_range(circuit) == (-0.2, 0.7)
+    assert graph.colour_range(circuit) == (-0.7, 0.7)
+
+
+def test_colour_range_shares_scale_across_signs():
+    # A tiny negative delta next to a large positive one must stay pale: both signs share +-M.
+    circuit = {
+        "interv_loss": 0.06,
+        "nodes": [_node("0.attn.v:31", 0.49), _node("0.attn.v:2", -0.004)],
+    }
+    low, high = graph.colour_range(circuit)
+    assert (low, high) == (-0.49, 0.49)
+    assert abs(-0.004 / low) < 0.01
 
 
 def test_colour_floor_absolute_minimum():
@@ -163,9 +174,8 @@ def test_largest_importance():
 
 
 def test_colour_legend_states_floor():
-    legend = graph.colour_legend(-0.2, 0.7, 0.0139)
-    assert "up to +0.7" in legend
-    assert "down to -0.2" in legend
+    legend = graph.colour_legend(-0.7, 0.7, 0.0139)
+    assert "share one scale, from -0.7 to +0.7" in legend
     assert "at least +-0.0139 (2% of the circuit loss" in legend
 
 

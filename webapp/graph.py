@@ -311,10 +311,14 @@ def colour_floor(circuit: dict) -> float:
 
 
 def colour_range(circuit: dict) -> tuple[float, float]:
-    """Return the (low, high) ablation deltas of the node colour scale, widened to +-colour_floor."""
+    """Return the (low, high) ablation deltas of the node colour scale: -M and +M.
+
+    M is the largest |delta|, at least colour_floor. Both signs share one scale, so a node whose
+    delta is -0.004 next to a +0.5 is drawn almost white, not as saturated as the +0.5 one.
+    """
     low, high = importance_range(circuit)
-    floor = colour_floor(circuit)
-    return min(low, -floor), max(high, floor)
+    largest = max(-low, high, colour_floor(circuit))
+    return -largest, largest
 
 
 def colour_legend(low: float, high: float, floor: float, largest: float | None = None) -> str:
@@ -325,8 +329,8 @@ def colour_legend(low: float, high: float, floor: float, largest: float | None =
     """
     text = (
         f"Colour: ablation delta, the task loss per sequence with the node ablated too minus the "
-        f"circuit's loss (blue: ablating the node raises the loss, up to {high:+.3g}; red: lowers "
-        f"it, down to {low:+.3g}). The scale spans at least +-{floor:.3g} "
+        f"circuit's loss (blue: ablating the node raises the loss; red: lowers it). Both signs "
+        f"share one scale, from {low:+.3g} to {high:+.3g}. The scale spans at least +-{floor:.3g} "
         f"({COLOUR_FLOOR_FRACTION:.0%} of the circuit loss, at least {ABSOLUTE_COLOUR_FLOOR:g}), "
         "so deltas smaller than that stay pale. Edge width: |weight|, blue if positive, red if negative."
     )
