@@ -183,6 +183,9 @@ def test_sweep_figure_range_covers_points_and_k():
     low, high = figure.layout.xaxis.range
     assert low < math.log10(4)
     assert math.log10(100) < high < math.log10(1000)
+    # The k label sits inside that range: a log axis reads an annotation's x as log10(k).
+    label = next(a for a in figure.layout.annotations if a.text == "k = 100")
+    assert low < label.x < high
 
 
 def test_sweep_figure_reference_losses_in_legend():

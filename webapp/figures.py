@@ -237,7 +237,20 @@ def sweep_figure(
                 )
             )
     if k is not None and k > 0:
-        figure.add_vline(x=k, line_color="#ff7f0e", annotation_text=f"k = {k}")
+        figure.add_vline(x=k, line_color="#ff7f0e")
+        # An annotation on a log axis takes log10 of the value as its x (add_vline's own
+        # annotation passed k itself, which plotly placed at 10**k, out of view).
+        figure.add_annotation(
+            x=math.log10(k),
+            xref="x",
+            y=1,
+            yref="paper",
+            text=f"k = {k}",
+            showarrow=False,
+            xanchor="left",
+            yanchor="top",
+            font={"color": "#ff7f0e"},
+        )
     figure.update_xaxes(type="log", range=log_range, title_text="k (kept nodes)")
     figure.update_yaxes(title_text="task loss per sequence")
     return _light(
