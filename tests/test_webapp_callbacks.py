@@ -145,10 +145,12 @@ def test_model_without_curves_keeps_url_free_of_metrics(store_copy):
     # model alone to the URL. The next model then opens with its usual curves, not with none.
     shutil.copytree(store_copy / "models" / MODEL, store_copy / "models" / "no_curves")
     models = _page("models")
-    options, chosen, _, messages = models.show_training_curves("no_curves", ["L0"], None)
+    options, chosen, figure, messages = models.show_training_curves("no_curves", ["L0"], None)
     assert options == []
     assert chosen is None
     assert "train_curves/no_curves/progress.json" in _text(messages)
+    # The message is shown once, above the figure, not repeated inside it.
+    assert "No training curves" not in figure.layout.annotations[0].text
     _set_trigger("models-model.value")
     assert models.serialise_query("no_curves", None) == "?model=no_curves"
     _, chosen, _, _ = models.show_training_curves(MODEL, None, None)

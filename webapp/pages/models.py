@@ -261,7 +261,12 @@ def show_training_curves(model, metrics, requested_metrics, log_axes=()):
         records = training_records(model)
     except LOAD_ERRORS as err:
         message = f"No training curves for {model}: {err}"
-        return [], None, empty_figure(f"No training curves for {model}."), message_list([message])
+        return (
+            [],
+            None,
+            empty_figure("Nothing to plot: see the message above."),
+            message_list([message]),
+        )
 
     if not records:
         message = f"No records in train_curves/{model}/progress.json: the file has no JSON lines."
