@@ -8,7 +8,7 @@ task's two target tokens) is not applied here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,11 +34,14 @@ def top_next_tokens(
     *,
     circuit: Circuit | None = None,
     means: Mapping[str, torch.Tensor] | None = None,
+    also: Sequence[int] = (),
 ) -> list[TokenPrediction]:
     """Return the `count` most likely tokens after `position` of the sequence `idx` (1, pos).
 
-    With `circuit`, every node outside it is mean-ablated with `means` (location -> (width,)).
-    Raises ValueError for a position outside the sequence or a circuit without means.
+    Then one entry for each token id in `also`, in that order, whether or not it is in the top
+    (e.g. a task's two answer tokens). With `circuit`, every node outside it is mean-ablated with
+    `means` (location -> (width,)). Raises ValueError for a position outside the sequence, a
+    circuit without means, or an `also` id outside the vocabulary.
     """
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"idx must hold one sequence, shape (1, pos); got {tuple(idx.shape)}")
@@ -49,6 +52,12 @@ def top_next_tokens(
         )
     if count < 1:
         raise ValueError(f"count must be at least 1; got {count}")
+    vocab_size = model.config.vocab_size
+    for token_id in also:
+        if not 0 <= token_id < vocab_size:
+            raise ValueError(
+                f"token id {token_id} in `also` is outside the vocabulary 0..{vocab_size - 1}"
+            )
 
     if circuit is None:
         logits = model(idx)[0]
@@ -60,7 +69,8 @@ def top_next_tokens(
     row = logits[0, position].float()  # (vocab_size,)
     probabilities = torch.softmax(row, dim=-1)
     top = torch.topk(probabilities, min(count, row.numel()))
+    ids = [int(token_id) for token_id in top.indices] + [int(token_id) for token_id in also]
     return [
-        TokenPrediction(int(token_id), float(probability), float(row[token_id]))
-        for probability, token_id in zip(top.values, top.indices, strict=True)
+        TokenPrediction(token_id, float(probabilities[token_id]), float(row[token_id]))
+        for token_id in ids
     ]

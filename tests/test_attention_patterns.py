@@ -178,6 +178,23 @@ def test_top_tokens_match_softmax():
     assert predictions[0].logit == pytest.approx(float(logits.max()))
 
 
+def test_top_tokens_also_lists_given_tokens():
+    model = tiny_model()
+    idx = tokens()
+    with torch.no_grad():
+        logits = model(idx)[0][0, 4]
+    probabilities = torch.softmax(logits, dim=-1)
+    rare = int(torch.argmin(probabilities))
+    top = top_next_tokens(model, idx, position=4)
+    predictions = top_next_tokens(model, idx, position=4, also=[rare, top[0].token_id])
+    assert predictions[:5] == top
+    assert [p.token_id for p in predictions[5:]] == [rare, top[0].token_id]
+    assert predictions[5].probability == pytest.approx(float(probabilities[rare]))
+    assert predictions[5].logit == pytest.approx(float(logits[rare]))
+    with pytest.raises(ValueError, match="token id 99999 in `also` is outside the vocabulary"):
+        top_next_tokens(model, idx, position=4, also=[99999])
+
+
 def test_all_nodes_circuit_top_tokens_equal_full_model():
     model = tiny_model(sink=True)
     means = mean_activations(model, [tokens(length=12, seed=5)])

@@ -197,6 +197,37 @@ def test_callback_task_pair_two_blocks(webapp_context):
     assert "No circuit of this model and task in the store." in text
 
 
+def test_callback_task_sample_shows_answer_tokens(webapp_context, webapp_store):
+    # A task sample at its last token: the table ends with the task's two answer tokens.
+    from webapp.live import task_answers, task_sample
+    from webapp.live_predictions import top_tokens
+
+    task = "single_double_quote"
+    blocks, messages = _panel().show_predictions(MODEL, "task", task, 0, "", None, None, None)
+    assert messages == []
+    target, alt = task_answers(MODEL, task, 0)
+    first_ids = task_sample(MODEL, task, 0)[0][1]
+    expected = top_tokens(MODEL, first_ids, len(first_ids) - 1, (target, alt))
+    assert [p["token_id"] for p in expected[-2:]] == [target, alt]
+
+    full = _tables(blocks, "top-full")[0]
+    answer_rows = [
+        component_text(row) for row in _tables(full, "prediction-answer table-secondary")
+    ]
+    assert len(answer_rows) == 2
+    assert answer_rows[0].startswith("first sequence's answer ")
+    assert f"{expected[-2]['logit']:.3f}" in answer_rows[0]
+    assert answer_rows[1].startswith("second sequence's answer ")
+    notes = [component_text(c) for c in _tables(blocks, "small text-muted mb-2 answer-preference")]
+    assert len(notes) == 2  # the full model's, for each of the two sequences
+    preferred = "first" if expected[-2]["logit"] >= expected[-1]["logit"] else "second"
+    assert notes[0].startswith(f"Of the task's two answers, the {preferred} sequence's answer")
+
+    # At a chosen position, the answers are not shown: they are the answers at the last token.
+    blocks, _ = _panel().show_predictions(MODEL, "task", task, 0, "", None, None, 2)
+    assert _tables(blocks, "prediction-answer table-secondary") == []
+
+
 def test_callback_computed_means_are_noted(webapp_context, monkeypatch):
     from webapp import live_predictions
 

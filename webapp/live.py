@@ -103,6 +103,16 @@ def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]
     ]
 
 
+def task_answers(model: str, task: str, sample: int) -> tuple[int, int]:
+    """Return the answer token ids of test pair `sample` of `task`: (first sequence's, second's).
+
+    Raises ValueError like `task_sample`.
+    """
+    task_sample(model, task, sample)  # checks the task and the sample index
+    pair = _task(task, model_summary(model)["tokenizer_name"]).xs_test[sample]
+    return pair.target_tokid, pair.target_alt_tokid
+
+
 def encode_text(model: str, text: str) -> list[int]:
     """Tokenize `text` for `model`; raise ValueError when it is empty or exceeds block_size."""
     if not isinstance(text, str):

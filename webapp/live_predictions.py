@@ -36,14 +36,23 @@ MEANS_STORED = "stored"
 MEANS_COMPUTED = "computed"
 
 
-def top_tokens(model: str, token_ids: list[int], position: int) -> list[dict[str, Any]]:
-    """Return the full model's TOP_COUNT most likely tokens after `position` of `token_ids`."""
+def top_tokens(
+    model: str, token_ids: list[int], position: int, also: tuple[int, ...] = ()
+) -> list[dict[str, Any]]:
+    """Return the full model's TOP_COUNT most likely tokens after `position` of `token_ids`.
+
+    Then one entry for each token id in `also` (`inference.next_token.top_next_tokens`).
+    """
     identity = _model_identity(model, token_ids)
-    return _top_tokens(model, identity, tuple(token_ids), position, None, None)
+    return _top_tokens(model, identity, tuple(token_ids), position, None, None, tuple(also))
 
 
 def circuit_top_tokens(
-    model: str, circuit: tuple[str, str, str], token_ids: list[int], position: int
+    model: str,
+    circuit: tuple[str, str, str],
+    token_ids: list[int],
+    position: int,
+    also: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Return the top tokens of the circuit `(task, sweep, k)` of `model` alone, with the means' source.
 
@@ -53,7 +62,9 @@ def circuit_top_tokens(
     identity = _model_identity(model, token_ids)
     relpath, viz_identity = viz_relpath(model, *circuit)
     source = MEANS_STORED if _viz(relpath, viz_identity).ablation_means is not None else None
-    predictions = _top_tokens(model, identity, tuple(token_ids), position, relpath, viz_identity)
+    predictions = _top_tokens(
+        model, identity, tuple(token_ids), position, relpath, viz_identity, tuple(also)
+    )
     return {"predictions": predictions, "means": source or MEANS_COMPUTED}
 
 
@@ -80,6 +91,7 @@ def _top_tokens(
     position: int,
     viz_path: str | None,
     viz_identity: FileIdentity | None,
+    also: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -89,10 +101,12 @@ def _top_tokens(
     gpt = _loaded_model(model, identity)
     idx = torch.tensor([token_ids], dtype=torch.long)  # (1, pos)
     if viz_path is None:
-        predictions = top_next_tokens(gpt, idx, position, TOP_COUNT)
+        predictions = top_next_tokens(gpt, idx, position, TOP_COUNT, also=also)
     else:
         circuit, means = _circuit_and_means(model, identity, viz_path, viz_identity)
-        predictions = top_next_tokens(gpt, idx, position, TOP_COUNT, circuit=circuit, means=means)
+        predictions = top_next_tokens(
+            gpt, idx, position, TOP_COUNT, circuit=circuit, means=means, also=also
+        )
 
     encoding = get_encoding(model_summary(model)["tokenizer_name"], get_store())
     return [

@@ -20,8 +20,8 @@ from webapp.circuit_data import choose_default_k
 from webapp.components.messages import message_list, notice
 from webapp.data import DataFileError, get_store
 from webapp.heatmap import visible_whitespace
-from webapp.live import input_sequences, list_task_names, token_labels
-from webapp.live_predictions import MEANS_COMPUTED, circuit_top_tokens, top_tokens
+from webapp.live import input_sequences, list_task_names, task_answers, token_labels
+from webapp.live_predictions import MEANS_COMPUTED, TOP_COUNT, circuit_top_tokens, top_tokens
 from webapp.selection import resolve_selection
 from webapp.url_state import parse_query, update_state
 
@@ -155,11 +155,18 @@ def show_predictions(model, source, task, sample, text, sweep, k, position):
         return None, message_list([str(err)])
 
     circuit = (task, sweep, k) if sweep and k else None
+    # A task sample at its last token: also show the task's two answer tokens.
+    answers = ()
+    if source != "text" and position is None:
+        try:
+            answers = task_answers(model, task, int(sample or 0))
+        except LOAD_ERRORS as err:
+            logger.info("answer tokens of %s sample %s not shown: %s", task, sample, err)
     blocks, messages = [], []
     for title, token_ids in sequences:
         at = len(token_ids) - 1 if position is None else position
         try:
-            blocks.append(_sequence_block(model, circuit, title, token_ids, at))
+            blocks.append(_sequence_block(model, circuit, title, token_ids, at, answers))
         except LOAD_ERRORS as err:
             logger.info("predictions of %s on the %s not shown: %s", model, title, err)
             messages.append(f"{title}: {err}")
@@ -167,18 +174,26 @@ def show_predictions(model, source, task, sample, text, sweep, k, position):
 
 
 def _sequence_block(
-    model: str, circuit: tuple | None, title: str, token_ids: list[int], position: int
+    model: str,
+    circuit: tuple | None,
+    title: str,
+    token_ids: list[int],
+    position: int,
+    answers: tuple[int, ...] = (),
 ) -> html.Div:
-    """Build one sequence's heading and its two top-5 tables side by side."""
+    """Build one sequence's heading and its two top-5 tables side by side.
+
+    `answers` are the task's answer token ids (first sequence's, second's), shown under each table.
+    """
     if position >= len(token_ids):
         raise ValueError(
             f"position {position} is out of range: it has positions 0 to {len(token_ids) - 1}"
         )
-    full = top_tokens(model, token_ids, position)
+    full = top_tokens(model, token_ids, position, answers)
     if circuit is None:
         circuit_column = notice("No circuit of this model and task in the store.")
     else:
-        result = circuit_top_tokens(model, circuit, token_ids, position)
+        result = circuit_top_tokens(model, circuit, token_ids, position, answers)
         heading = f"circuit alone ({circuit[0]}, {circuit[1]}, k={circuit[2]})"
         note = None
         if result["means"] == MEANS_COMPUTED:
@@ -188,6 +203,8 @@ def _sequence_block(
                 className="text-muted small",
             )
         circuit_column = [prediction_table(heading, result["predictions"], "top-circuit"), note]
+        if answers:
+            circuit_column.insert(1, _answers_note(result["predictions"]))
 
     label = visible_whitespace(token_labels(model, [token_ids[position]])[0]).replace("\n", "")
     return html.Div(
@@ -195,7 +212,13 @@ def _sequence_block(
             html.H6([f"{title}: after position {position}, token ", html.Code(label)]),
             dbc.Row(
                 [
-                    dbc.Col(prediction_table("full model", full, "top-full"), md=6),
+                    dbc.Col(
+                        [
+                            prediction_table("full model", full, "top-full"),
+                            _answers_note(full) if answers else None,
+                        ],
+                        md=6,
+                    ),
                     dbc.Col(circuit_column, md=6),
                 ]
             ),
@@ -204,8 +227,25 @@ def _sequence_block(
     )
 
 
+ANSWER_NAMES = ("first sequence's answer", "second sequence's answer")
+
+
+def _answers_note(predictions: list[dict]) -> html.Div:
+    """Say which of the task's two answer tokens (the rows after the top ones) has the higher logit."""
+    first, second = predictions[TOP_COUNT : TOP_COUNT + 2]
+    preferred = ANSWER_NAMES[0] if first["logit"] >= second["logit"] else ANSWER_NAMES[1]
+    gap = abs(first["logit"] - second["logit"])
+    return html.Div(
+        f"Of the task's two answers, the {preferred} has the higher logit (by {gap:.3f}).",
+        className="small text-muted mb-2 answer-preference",
+    )
+
+
 def prediction_table(heading: str, predictions: list[dict], class_name: str) -> html.Div:
-    """Render predictions as a table of rank, token (whitespace made visible), probability, logit."""
+    """Render predictions as a table of rank, token (whitespace made visible), probability, logit.
+
+    Rows after the TOP_COUNT top tokens are the task's answer tokens, labelled as such.
+    """
     rows = [
         html.Tr(
             [
@@ -216,7 +256,19 @@ def prediction_table(heading: str, predictions: list[dict], class_name: str) -> 
             ],
             className="prediction",
         )
-        for rank, p in enumerate(predictions, start=1)
+        for rank, p in enumerate(predictions[:TOP_COUNT], start=1)
+    ]
+    rows += [
+        html.Tr(
+            [
+                html.Td(name),
+                html.Td(html.Code(visible_whitespace(p["label"]).replace("\n", ""))),
+                html.Td(f"{p['probability']:.3f}"),
+                html.Td(f"{p['logit']:.3f}"),
+            ],
+            className="prediction-answer table-secondary",
+        )
+        for name, p in zip(ANSWER_NAMES, predictions[TOP_COUNT:], strict=False)
     ]
     header = html.Thead(html.Tr([html.Th("#"), html.Th("token"), html.Th("p"), html.Th("logit")]))
     return html.Div(
