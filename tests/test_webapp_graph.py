@@ -374,9 +374,9 @@ def test_layout_skips_empty_rows():
 
 
 def test_view_height_fits_rows_at_full_zoom():
-    # Three layers with a node in every row: the view grows so the rows fit at TARGET_ZOOM
-    # (nodes at full size) instead of shrinking the nodes into a fixed-height view.
-    nodes = [_node(f"{layer}.{suffix}:0") for layer in range(3) for suffix in ROW_SUFFIXES]
+    # Two layers with a node in every row: the view grows so the rows fit at TARGET_ZOOM
+    # instead of shrinking the nodes into a fixed-height view.
+    nodes = [_node(f"{layer}.{suffix}:0") for layer in range(2) for suffix in ROW_SUFFIXES]
     positions = graph.layout_positions(nodes, d_head=4)
     height = graph.view_height(positions)
     assert graph.MIN_VIEW_HEIGHT < height < graph.MAX_VIEW_HEIGHT
