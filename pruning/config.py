@@ -35,6 +35,10 @@ class PruneConfig:
     warmup_frac: float = 0.05  # fraction of steps with linear lr warmup, then linear decay to 0
     heaviside_temp: float = 1.0  # temperature of the sigmoid whose derivative is the backward pass
     batch_size: int = 64  # pairs per step (2 x batch_size sequences)
+    # Token budget of one mask-training step: tasks with long prompts get fewer pairs per step
+    # (never below 1), so a step costs about the same on every task. 3072 tokens is 64 pairs of
+    # 24-token sequences; only else_elif (mean 39.5 tokens) of the embedded tasks goes over it.
+    max_batch_tokens: int = 3072
     n_steps: int = 200
     grad_clip: float = 1.0  # max L2 norm of the tau gradient
     target_loss: float = 0.15  # per-sequence task loss that the k search aims for
@@ -52,7 +56,15 @@ class PruneConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("lr", "heaviside_temp", "batch_size", "n_steps", "grad_clip", "target_loss")
+        positive = (
+            "lr",
+            "heaviside_temp",
+            "batch_size",
+            "max_batch_tokens",
+            "n_steps",
+            "grad_clip",
+            "target_loss",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")

@@ -52,6 +52,25 @@ def lr_factor(step: int, n_steps: int, warmup_frac: float) -> float:
     return max(0.0, (n_steps - step) / max(1, n_steps - n_warmup))
 
 
+def pairs_per_step(pairs: Sequence[Datapoint], config: PruneConfig) -> int:
+    """Return the pairs of one mask-training step: `batch_size`, fewer if the step's two sequences
+    per pair would average more than `max_batch_tokens` tokens (at least 1)."""
+    if not pairs:
+        return config.batch_size
+    mean_tokens = sum(len(pair.inputs) + len(pair.patch_from_inputs) for pair in pairs) / len(pairs)
+    fitting = max(1, int(config.max_batch_tokens // mean_tokens))
+    if fitting < config.batch_size:
+        logger.info(
+            "mask training: %d pairs per step instead of %d (%.1f tokens per pair, "
+            "max_batch_tokens %d)",
+            fitting,
+            config.batch_size,
+            mean_tokens,
+            config.max_batch_tokens,
+        )
+    return min(config.batch_size, fitting)
+
+
 def _batch_indices(n_pairs: int, batch_size: int, generator: torch.Generator) -> Iterator[list]:
     while True:
         order = torch.randperm(n_pairs, generator=generator).tolist()
@@ -103,7 +122,7 @@ def train_gates(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.n_steps, config.warmup_frac)
     )
-    batches = _batch_indices(len(pairs), config.batch_size, generator)
+    batches = _batch_indices(len(pairs), pairs_per_step(pairs, config), generator)
     history: list[tuple[int, float]] = []
 
     bar = tqdm(range(config.n_steps), desc="mask training", disable=not progress, leave=False)

@@ -20,7 +20,7 @@ from pruning.masks import heaviside_ste
 from pruning.means import compute_means
 from pruning.pipeline import PruneSetup
 from pruning.search import circuit_from_scores, circuit_loss, search_k
-from pruning.train import gated_task_loss, lr_factor, train_gates
+from pruning.train import gated_task_loss, lr_factor, pairs_per_step, train_gates
 from registry.tasks import Datapoint, Task
 
 # Token ids of the planted task: the first token (A or B) decides the answer (X or Y)
@@ -366,3 +366,22 @@ def test_node_gates_n_open_counts_positive_tau():
         gates.tau("0.attn.q")[[0, 3]] = 0.5
         gates.tau("0.mlp.post_act")[1] = 1e-6
     assert gates.n_open() == 3
+
+
+def _pairs_of_length(n_pairs: int, length: int) -> list[Datapoint]:
+    return [Datapoint([1] * length, [2] * length, 3, 4) for _ in range(n_pairs)]
+
+
+def test_pairs_per_step_keeps_token_budget():
+    config = PruneConfig(batch_size=64, max_batch_tokens=3072)
+    # Short prompts: 64 pairs x 2 x 20 tokens = 2560 tokens, within the budget.
+    assert pairs_per_step(_pairs_of_length(100, 20), config) == 64
+    # Long prompts: 2 x 40 tokens per pair, so 3072 // 80 = 38 pairs per step.
+    assert pairs_per_step(_pairs_of_length(100, 40), config) == 38
+    # Never fewer than one pair, whatever the length.
+    assert pairs_per_step(_pairs_of_length(3, 5000), config) == 1
+
+
+def test_max_batch_tokens_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch_tokens=0 must be positive"):
+        PruneConfig(max_batch_tokens=0)
