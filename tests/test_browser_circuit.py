@@ -42,6 +42,21 @@ def _wait_for_graph(dash_duo) -> int:
     raise AssertionError("the circuit graph never showed any nodes")
 
 
+def _open_circuit(dash_duo, app, query: str = SHARED_QUERY) -> int:
+    """Start the app, open the circuit page at `query`, and return the graph's node count."""
+    base = _start(dash_duo, app)
+    dash_duo.wait_for_page(url=f"{base}/circuit{query}", timeout=20)
+    return _wait_for_graph(dash_duo)
+
+
+def _kept_node(webapp_store, location: str, position: int) -> str:
+    """Return the id of the tiny k_optim circuit's kept node at `position` of `location`."""
+    viz = torch.load(
+        webapp_store / f"viz/{MODEL}/{TASK}/{SWEEP}/k_optim/viz_data.pt", weights_only=True
+    )
+    return f"{location}:{int(viz['circuit_data'][location][position])}"
+
+
 def _query(dash_duo) -> dict:
     return {k: v[0] for k, v in parse_qs(urlsplit(dash_duo.driver.current_url).query).items()}
 
@@ -51,10 +66,7 @@ def _severe_logs(dash_duo) -> list:
 
 
 def test_shared_circuit_url_tap_node(dash_duo, webapp_app, webapp_store):
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
-
-    node_count = _wait_for_graph(dash_duo)
+    node_count = _open_circuit(dash_duo, webapp_app)
     assert node_count == 72
 
     # Tap the first q node through cytoscape, as a click on the canvas would.
@@ -108,9 +120,7 @@ def _row_label_sizes(dash_duo) -> list[float]:
 
 
 def test_top_node_button_selects_node(dash_duo, webapp_app):
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
-    _wait_for_graph(dash_duo)
+    _open_circuit(dash_duo, webapp_app)
 
     dash_duo.wait_for_element("#circuit-top-nodes-list button", timeout=20)
     button = dash_duo.find_elements("#circuit-top-nodes-list button")[2]
@@ -122,9 +132,7 @@ def test_top_node_button_selects_node(dash_duo, webapp_app):
 
 
 def test_row_labels_readable(dash_duo, webapp_app):
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
-    _wait_for_graph(dash_duo)
+    _open_circuit(dash_duo, webapp_app)
 
     sizes = _row_label_sizes(dash_duo)
     assert len(sizes) == 16
@@ -137,10 +145,8 @@ def test_row_labels_readable_on_embedded_circuit(dash_duo, webapp_app, webapp_st
 
     configure_store(str(EMBEDDED_STORE))
     try:
-        base = _start(dash_duo, webapp_app)
         query = "?model=sparse_stdlib&task=if_equals&sweep=prune_v4&k=k_optim"
-        dash_duo.wait_for_page(url=f"{base}/circuit{query}", timeout=20)
-        assert _wait_for_graph(dash_duo) > 100
+        assert _open_circuit(dash_duo, webapp_app, query) > 100
         sizes = _row_label_sizes(dash_duo)
         view = dash_duo.driver.execute_script(
             f"var cy = {CY}; var node = cy.nodes().not('.row-label')[0];"
@@ -158,14 +164,8 @@ def test_row_labels_readable_on_embedded_circuit(dash_duo, webapp_app, webapp_st
 
 
 def test_copied_url_restores_node(dash_duo, webapp_app, webapp_store):
-    viz = torch.load(
-        webapp_store / f"viz/{MODEL}/{TASK}/{SWEEP}/k_optim/viz_data.pt", weights_only=True
-    )
-    node = f"1.mlp.post_act:{int(viz['circuit_data']['1.mlp.post_act'][-1])}"
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}&node={node}", timeout=20)
-
-    _wait_for_graph(dash_duo)
+    node = _kept_node(webapp_store, "1.mlp.post_act", -1)
+    _open_circuit(dash_duo, webapp_app, f"{SHARED_QUERY}&node={node}")
     dash_duo.wait_for_text_to_equal("#node-card-title", node, timeout=20)
     dash_duo.wait_for_element("#circuit-task-heatmap .token", timeout=20)
     assert _query(dash_duo)["node"] == node
@@ -191,13 +191,8 @@ def test_copied_url_restores_node(dash_duo, webapp_app, webapp_store):
 def test_node_search_filters_with_selection(dash_duo, webapp_app, webapp_store):
     # With a node selected, Dash 4.4.1's Dropdown focuses that option when it opens, so typing
     # did not filter the list. assets/dropdown_search.js sends the keys to the search box.
-    viz = torch.load(
-        webapp_store / f"viz/{MODEL}/{TASK}/{SWEEP}/k_optim/viz_data.pt", weights_only=True
-    )
-    node = f"0.attn.q:{int(viz['circuit_data']['0.attn.q'][0])}"
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}&node={node}", timeout=20)
-    _wait_for_graph(dash_duo)
+    node = _kept_node(webapp_store, "0.attn.q", 0)
+    _open_circuit(dash_duo, webapp_app, f"{SHARED_QUERY}&node={node}")
     dash_duo.wait_for_text_to_equal("#node-card-title", node, timeout=20)
 
     dash_duo.find_element("#circuit-node").click()
@@ -222,9 +217,7 @@ def test_node_search_filters_with_selection(dash_duo, webapp_app, webapp_store):
 
 
 def test_block_view_from_url(dash_duo, webapp_app):
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}&block=1.attn", timeout=20)
-    count = _wait_for_graph(dash_duo)
+    count = _open_circuit(dash_duo, webapp_app, f"{SHARED_QUERY}&block=1.attn")
     assert 0 < count < 72
     ids = dash_duo.driver.execute_script(
         f"return {CY}.nodes().not('.row-label').map(function (n) {{ return n.id(); }});"
@@ -245,9 +238,7 @@ def test_change_k_then_export_json(dash_duo, webapp_app, webapp_store):
 
     viz = torch.load(webapp_store / f"viz/{MODEL}/{TASK}/{SWEEP}/8/viz_data.pt", weights_only=True)
     n_nodes = sum(len(ids) for ids in viz["circuit_data"].values())
-    base = _start(dash_duo, webapp_app)
-    dash_duo.wait_for_page(url=f"{base}/circuit{SHARED_QUERY}", timeout=20)
-    assert _wait_for_graph(dash_duo) == 72
+    assert _open_circuit(dash_duo, webapp_app) == 72
 
     # Choose k = 8 in the k selector, as a user would.
     dash_duo.find_element("#circuit-k").click()
