@@ -80,8 +80,8 @@ def _task(name: str, encoding_name: str) -> Any:
     return get_task(name, get_encoding(encoding_name, get_store()))
 
 
-def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]]]:
-    """Return the two sequences of test pair `sample` of `task`, tokenized for `model`.
+def _test_pair(model: str, task: str, sample: int) -> Any:
+    """Return test pair `sample` of `task` (a Datapoint), tokenized for `model`.
 
     Raises ValueError naming the task or the sample index when either is out of range.
     """
@@ -96,7 +96,15 @@ def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]
         raise ValueError(f"task {task!r} cannot be built: {err}") from err
     if not 0 <= sample < len(pairs):
         raise ValueError(f"sample {sample} is out of range: task {task!r} has {len(pairs)} pairs")
-    pair = pairs[sample]
+    return pairs[sample]
+
+
+def task_sample(model: str, task: str, sample: int) -> list[tuple[str, list[int]]]:
+    """Return the two sequences of test pair `sample` of `task`, tokenized for `model`.
+
+    Raises ValueError naming the task or the sample index when either is out of range.
+    """
+    pair = _test_pair(model, task, sample)
     return [
         ("first sequence", list(pair.inputs)),
         ("second sequence", list(pair.patch_from_inputs)),
@@ -108,8 +116,7 @@ def task_answers(model: str, task: str, sample: int) -> tuple[int, int]:
 
     Raises ValueError like `task_sample`.
     """
-    task_sample(model, task, sample)  # checks the task and the sample index
-    pair = _task(task, model_summary(model)["tokenizer_name"]).xs_test[sample]
+    pair = _test_pair(model, task, sample)
     return pair.target_tokid, pair.target_alt_tokid
 
 
