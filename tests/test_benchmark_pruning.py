@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_script import load_benchmark
 from tiny_store import MODEL, build_tiny_store
 
 import pruning.means
@@ -15,16 +14,12 @@ from inference.circuit import num_total_nodes
 from inference.gpt import load_model
 from registry import corpus
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning.py"
 TASK = "single_double_quote"
 
 
 @pytest.fixture(scope="module")
 def bench_script():
-    spec = importlib.util.spec_from_file_location("pruning_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pruning")
 
 
 @pytest.fixture
