@@ -21,9 +21,9 @@ from registry.tasks import Datapoint
 
 # Group size of `bucketed_pair_logits`: large enough that a forward pass is not dominated by
 # per-call overhead, small enough that the groups' lengths differ. On the bundled tasks (11 to
-# 34 tokens), groups of 32 pad a mask-training batch by 13-19% against 27-39% for groups of 64,
-# and a mask-training step of `sparse_stdlib` took 7-11% less CPU time on one thread (groups
-# of 16 took more again).
+# 34 tokens), groups of 32 pad a mask-training batch by 13-19%, against 27-39% for groups of 64.
+# A mask-training step of `sparse_stdlib` then took 7-11% less CPU time on one thread. Groups of
+# 16 took more again.
 SEQUENCES_PER_BUCKET = 32
 
 
