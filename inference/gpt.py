@@ -72,13 +72,16 @@ def sink_attention_sdpa(
     dummy query's row is dropped. Values get a zero channel so q, k and v share one head size.
     """
     B, H, T, D = q.shape
-    ones = q.new_ones(B, H, T, 1)
-    zeros = q.new_zeros(B, H, T, 1)
-    q = torch.cat([q.new_zeros(B, H, 1, D + 1), torch.cat([q, ones], dim=-1)], dim=2)
-    sink_channel = (sink_logit.to(q.dtype) / scale).view(1, H, 1, 1).expand(B, H, 1, 1)
-    sink_key = torch.cat([k.new_zeros(B, H, 1, D), sink_channel], dim=-1)
-    k = torch.cat([sink_key, torch.cat([k, zeros], dim=-1)], dim=2)  # (B, H, T + 1, D + 1)
-    v = torch.cat([v.new_zeros(B, H, 1, D + 1), torch.cat([v, zeros], dim=-1)], dim=2)
+    # One padded buffer per tensor, written once (two torch.cat calls each copied every entry twice).
+    q_pad = q.new_zeros(B, H, T + 1, D + 1)
+    q_pad[:, :, 1:, :D] = q
+    q_pad[:, :, 1:, D] = 1.0
+    k_pad = k.new_zeros(B, H, T + 1, D + 1)
+    k_pad[:, :, 1:, :D] = k
+    k_pad[:, :, 0, D] = (sink_logit.to(k.dtype) / scale).view(1, H)
+    v_pad = v.new_zeros(B, H, T + 1, D + 1)
+    v_pad[:, :, 1:, :D] = v
+    q, k, v = q_pad, k_pad, v_pad
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     return y[:, :, 1:, :D]  # (B, H, T, D): drop the dummy query and the sink channel
 
