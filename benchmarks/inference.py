@@ -269,6 +269,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from inference.allocator import keep_freed_memory
+
+    malloc = "reuse" if keep_freed_memory() else "system"  # CIRCUIT_SPARSITY_MALLOC=system
     densities = [float(d) for d in args.densities.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     shapes = {"bundled": bundled_shape(), "csp_yolo2_shape": yolo2_shape(args.yolo2_layers)}
@@ -277,6 +280,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown --cases {unknown}; choose from {sorted(shapes)}")
     if not args.json:
+        print(f"malloc: {malloc} (CIRCUIT_SPARSITY_MALLOC=system keeps glibc's defaults)")
         print(
             f"{'case':16} {'L':>2} {'density':>9} {'batch':>5} {'dense tok/s':>12} "
             f"{'sparse tok/s':>12} {'ratio':>6} {'rec.ovh':>7} {'max|dlogit|':>11} "
@@ -285,7 +289,7 @@ def main() -> None:
     for case in cases:
         for density in densities:
             for batch in batches:
-                row = measure(case, shapes[case], density, batch, args)
+                row = measure(case, shapes[case], density, batch, args) | {"malloc": malloc}
                 if args.json:
                     print(json.dumps(row), flush=True)
                 else:

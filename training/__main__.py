@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from inference.allocator import keep_freed_memory
+
 logger = logging.getLogger("training")
 
 
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen subcommand."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    keep_freed_memory()
     commands = {
         "bpe": _run_bpe,
         "train": _run_train,

@@ -19,6 +19,7 @@ import dash_bootstrap_components as dbc
 import plotly.io as pio
 from dash import Dash, html
 
+from inference.allocator import keep_freed_memory
 from webapp.cache import init_cache
 from webapp.components.navbar import navbar
 from webapp.data import configure_store
@@ -35,6 +36,8 @@ def create_app(store_root: str | None = None, cache_config: dict[str, Any] | Non
     `cache_config` is a Flask-Caching config (default: from the `CIRCUIT_VIEWER_CACHE_*` variables).
     """
     configure_store(store_root)
+    # Forward passes reuse freed activation memory instead of faulting it in again (inference.allocator).
+    keep_freed_memory()
     # plotly's validators look numpy up in sys.modules without importing it. If a callback thread
     # meets numpy half-imported by another thread (torch imports it on first use), the validator
     # raises AttributeError, as seen with the threaded development server. Importing numpy here,
