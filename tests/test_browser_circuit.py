@@ -145,7 +145,7 @@ def test_row_labels_readable_on_embedded_circuit(dash_duo, webapp_app, webapp_st
 
     configure_store(str(EMBEDDED_STORE))
     try:
-        query = "?model=sparse_stdlib&task=if_equals&sweep=prune_v4&k=k_optim"
+        query = "?model=sparse_stdlib&task=for_while&sweep=prune_v4&k=k_optim"
         assert _open_circuit(dash_duo, webapp_app, query) > 100
         sizes = _row_label_sizes(dash_duo)
         view = dash_duo.driver.execute_script(
