@@ -16,13 +16,15 @@ import sys
 
 try:
     from webapp.app_factory import create_app
+
+    app = create_app()
 except ValueError as err:
-    # registry.store raises StoreConfigError while it is imported, so the class cannot be imported here.
-    if type(err).__name__ != "StoreConfigError":
+    # registry.store raises StoreConfigError while it is imported, so the class cannot be imported
+    # here. create_app raises MallocSettingError for an invalid CIRCUIT_SPARSITY_MALLOC.
+    if type(err).__name__ not in ("StoreConfigError", "MallocSettingError"):
         raise
     sys.exit(f"error: {err}")
 
-app = create_app()
 server = app.server
 
 

@@ -35,6 +35,10 @@ TRIM_THRESHOLD_BYTES = (1 << 31) - 1  # INT_MAX, the largest value mallopt takes
 _applied = False
 
 
+class MallocSettingError(ValueError):
+    """CIRCUIT_SPARSITY_MALLOC has a value other than 'reuse' or 'system'."""
+
+
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed memory for reuse; return whether the settings are active.
 
@@ -50,7 +54,9 @@ def keep_freed_memory() -> bool:
         logger.info("%s=system: keeping glibc's malloc defaults", ENV_VAR)
         return False
     if choice != "reuse":
-        raise ValueError(f"{ENV_VAR}={choice!r} is invalid; use 'reuse' (the default) or 'system'")
+        raise MallocSettingError(
+            f"{ENV_VAR}={choice!r} is invalid; use 'reuse' (the default) or 'system'"
+        )
 
     library, _ = platform.libc_ver()
     if library != "glibc":

@@ -75,3 +75,18 @@ def test_invalid_setting_rejected(monkeypatch):
     monkeypatch.setenv(allocator.ENV_VAR, "jemalloc")
     with pytest.raises(ValueError, match="CIRCUIT_SPARSITY_MALLOC='jemalloc' is invalid"):
         allocator.keep_freed_memory()
+
+
+def test_app_exits_on_invalid_setting():
+    env = dict(os.environ, CIRCUIT_SPARSITY_MALLOC="jemalloc")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "app.py"), "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "error: CIRCUIT_SPARSITY_MALLOC='jemalloc' is invalid" in result.stderr
+    assert "Traceback" not in result.stderr
