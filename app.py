@@ -23,6 +23,10 @@ except ValueError as err:
     # here. create_app raises MallocSettingError for an invalid CIRCUIT_SPARSITY_MALLOC.
     if type(err).__name__ not in ("StoreConfigError", "MallocSettingError"):
         raise
+    if __name__ != "__main__":
+        # Under gunicorn an exception at import is a worker boot error, which stops the master.
+        # After sys.exit it would start new workers, each failing the same way.
+        raise
     sys.exit(f"error: {err}")
 
 server = app.server

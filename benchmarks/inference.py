@@ -269,9 +269,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from inference.allocator import keep_freed_memory
+    from inference.allocator import keep_freed_memory_or_exit
 
-    malloc = "reuse" if keep_freed_memory() else "system"  # CIRCUIT_SPARSITY_MALLOC=system
+    malloc = "reuse" if keep_freed_memory_or_exit() else "system"  # CIRCUIT_SPARSITY_MALLOC=system
     densities = [float(d) for d in args.densities.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     shapes = {"bundled": bundled_shape(), "csp_yolo2_shape": yolo2_shape(args.yolo2_layers)}

@@ -355,9 +355,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    from inference.allocator import keep_freed_memory
+    from inference.allocator import keep_freed_memory_or_exit
 
-    keep_freed_memory()
+    keep_freed_memory_or_exit()
     config = prune_config(args)
     tasks = args.tasks or list_task_names()
 

@@ -47,9 +47,9 @@ def main() -> None:
     from training.trainer import build_optimizer, clip_grad_rms
 
     torch.set_num_threads(args.threads)
-    from inference.allocator import keep_freed_memory
+    from inference.allocator import keep_freed_memory_or_exit
 
-    keep_freed_memory()
+    keep_freed_memory_or_exit()
     run = load_run_config(args.preset)
     train = run.train
     torch.manual_seed(train.seed)

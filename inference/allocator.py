@@ -1,11 +1,11 @@
 """glibc malloc settings that let freed tensor memory be reused instead of handed back to the kernel.
 
 PyTorch takes CPU tensor memory from malloc. glibc serves a large request with its own mmap()
-(from 128 KiB, a threshold that rises to at most 32 MiB as larger blocks are freed) and unmaps
-it on free, so every forward pass faults its activations in again, one zeroed 4 KiB page at a
-time. On a 2-core KVM guest (AMD EPYC, glibc 2.36, torch 2.13.0) that cost 13,500 page faults
-and about a quarter of a 103 ms forward pass of the bundled model's shape (8 x 256 tokens), and
-recording every hook doubled the faults. With `keep_freed_memory()` the same pass took 76 ms and
+and unmaps it on free. Requests count as large from 128 KiB, a threshold that rises to at most
+32 MiB as larger blocks are freed. So every forward pass faults its activations in again, one
+zeroed 4 KiB page at a time. On a 2-core KVM guest (AMD EPYC, glibc 2.36, torch 2.13.0) that
+cost 13,500 page faults and about a quarter of a 103 ms forward pass of the bundled model's shape
+(8 x 256 tokens). Recording every hook doubled the faults. With `keep_freed_memory()` the same pass took 76 ms and
 recording added 2% instead of 13%. `benchmarks/inference.py` applies it, and runs with glibc's
 defaults under `CIRCUIT_SPARSITY_MALLOC=system` for comparison.
 
@@ -49,13 +49,14 @@ def keep_freed_memory() -> bool:
     if _applied:
         return True
 
-    choice = os.environ.get(ENV_VAR, "reuse").strip().lower()
+    raw = os.environ.get(ENV_VAR, "")
+    choice = raw.strip().lower() or "reuse"  # unset and empty both mean the default
     if choice == "system":
         logger.info("%s=system: keeping glibc's malloc defaults", ENV_VAR)
         return False
     if choice != "reuse":
         raise MallocSettingError(
-            f"{ENV_VAR}={choice!r} is invalid; use 'reuse' (the default) or 'system'"
+            f"{ENV_VAR}={raw!r} is invalid; use 'reuse' (the default) or 'system'"
         )
 
     library, _ = platform.libc_ver()
@@ -77,3 +78,11 @@ def keep_freed_memory() -> bool:
         ENV_VAR,
     )
     return True
+
+
+def keep_freed_memory_or_exit() -> bool:
+    """Call `keep_freed_memory` for a command-line program: an invalid setting exits with one line."""
+    try:
+        return keep_freed_memory()
+    except MallocSettingError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from inference.allocator import keep_freed_memory  # no torch import either
+from inference.allocator import keep_freed_memory_or_exit  # no torch import either
 from pruning.config import PruneConfig  # no torch import, so --help stays fast
 
 logger = logging.getLogger("pruning")
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    keep_freed_memory()
+    keep_freed_memory_or_exit()
     if args.command == "verify":
         return _verify(args)
     if args.command == "search":

@@ -90,3 +90,17 @@ def test_app_exits_on_invalid_setting():
     assert result.returncode == 1
     assert "error: CIRCUIT_SPARSITY_MALLOC='jemalloc' is invalid" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_empty_setting_means_default(monkeypatch):
+    monkeypatch.setattr(allocator, "_applied", False)
+    monkeypatch.setenv(allocator.ENV_VAR, "")
+    assert allocator.keep_freed_memory() is GLIBC
+
+
+def test_cli_exits_with_value_as_typed(monkeypatch):
+    monkeypatch.setattr(allocator, "_applied", False)
+    monkeypatch.setenv(allocator.ENV_VAR, "JeMalloc")
+    with pytest.raises(SystemExit) as exit_info:
+        allocator.keep_freed_memory_or_exit()
+    assert str(exit_info.value).startswith("error: CIRCUIT_SPARSITY_MALLOC='JeMalloc' is invalid")

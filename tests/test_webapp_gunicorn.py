@@ -104,3 +104,25 @@ def test_longest_text_url_not_rejected_by_gunicorn(webapp_store, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_invalid_setting_stops_gunicorn(tmp_path):
+    # A worker that fails while importing app.py must stop gunicorn, not make it boot new workers.
+    env = {
+        **os.environ,
+        "CIRCUIT_SPARSITY_MALLOC": "jemalloc",
+        "CIRCUIT_VIEWER_CACHE_DIR": str(tmp_path / "cache"),
+        "CIRCUIT_VIEWER_PORT": str(_free_port()),
+        "WEB_CONCURRENCY": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "app:server", "-c", str(CONFIG)],
+        cwd=CONFIG.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "CIRCUIT_SPARSITY_MALLOC='jemalloc' is invalid" in result.stderr
+    assert result.stderr.count("Booting worker") == 1, result.stderr[-2000:]

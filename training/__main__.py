@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from inference.allocator import keep_freed_memory
+from inference.allocator import keep_freed_memory_or_exit
 
 logger = logging.getLogger("training")
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen subcommand."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    keep_freed_memory()
+    keep_freed_memory_or_exit()
     commands = {
         "bpe": _run_bpe,
         "train": _run_train,
