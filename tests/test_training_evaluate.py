@@ -41,3 +41,16 @@ def test_constant_preference_gets_half_the_sequences(model):
 def test_too_long_sequences_raise(model):
     with pytest.raises(ValueError, match="exceed block_size 64"):
         last_token_logits(model, [[1] * 65])
+
+
+def test_eval_tasks_cli_rejects_unknown_task():
+    from pathlib import Path
+
+    from training.__main__ import main
+
+    model_dir = Path(__file__).resolve().parents[1] / "store" / "models" / "sparse_stdlib"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval-tasks", str(model_dir), "--task", "quotes"])
+    message = str(exit_info.value)
+    assert message.startswith("error: unknown task 'quotes'")
+    assert "single_double_quote" in message
