@@ -40,6 +40,17 @@ print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
+@pytest.fixture
+def set_malloc(monkeypatch):
+    """Return a function that sets CIRCUIT_SPARSITY_MALLOC as if keep_freed_memory had not run."""
+
+    def set_value(value: str) -> None:
+        monkeypatch.setattr(allocator, "_applied", False)
+        monkeypatch.setenv(allocator.ENV_VAR, value)
+
+    return set_value
+
+
 def _faults_per_forward(malloc_setting: str) -> dict:
     env = dict(os.environ, CIRCUIT_SPARSITY_MALLOC=malloc_setting, PYTHONPATH=str(REPO))
     result = subprocess.run(
@@ -64,15 +75,13 @@ def test_forward_reuses_freed_memory():
     assert reuse["faults"] < system["faults"] / 10, (reuse, system)
 
 
-def test_system_setting_keeps_defaults(monkeypatch):
-    monkeypatch.setattr(allocator, "_applied", False)
-    monkeypatch.setenv(allocator.ENV_VAR, "system")
+def test_system_setting_keeps_defaults(set_malloc):
+    set_malloc("system")
     assert allocator.keep_freed_memory() is False
 
 
-def test_invalid_setting_rejected(monkeypatch):
-    monkeypatch.setattr(allocator, "_applied", False)
-    monkeypatch.setenv(allocator.ENV_VAR, "jemalloc")
+def test_invalid_setting_rejected(set_malloc):
+    set_malloc("jemalloc")
     with pytest.raises(ValueError, match="CIRCUIT_SPARSITY_MALLOC='jemalloc' is invalid"):
         allocator.keep_freed_memory()
 
@@ -92,15 +101,13 @@ def test_app_exits_on_invalid_setting():
     assert "Traceback" not in result.stderr
 
 
-def test_empty_setting_means_default(monkeypatch):
-    monkeypatch.setattr(allocator, "_applied", False)
-    monkeypatch.setenv(allocator.ENV_VAR, "")
+def test_empty_setting_means_default(set_malloc):
+    set_malloc("")
     assert allocator.keep_freed_memory() is GLIBC
 
 
-def test_cli_exits_with_value_as_typed(monkeypatch):
-    monkeypatch.setattr(allocator, "_applied", False)
-    monkeypatch.setenv(allocator.ENV_VAR, "JeMalloc")
+def test_cli_exits_with_value_as_typed(set_malloc):
+    set_malloc("JeMalloc")
     with pytest.raises(SystemExit) as exit_info:
         allocator.keep_freed_memory_or_exit()
     assert str(exit_info.value).startswith("error: CIRCUIT_SPARSITY_MALLOC='JeMalloc' is invalid")
