@@ -5,9 +5,9 @@ and unmaps it on free. Requests count as large from 128 KiB, a threshold that ri
 32 MiB as larger blocks are freed. So every forward pass faults its activations in again, one
 zeroed 4 KiB page at a time. On a 2-core KVM guest (AMD EPYC, glibc 2.36, torch 2.13.0) that
 cost 13,500 page faults and about a quarter of a 103 ms forward pass of the bundled model's shape
-(8 x 256 tokens). Recording every hook doubled the faults. With `keep_freed_memory()` the same pass took 76 ms and
-recording added 2% instead of 13%. `benchmarks/inference.py` applies it, and runs with glibc's
-defaults under `CIRCUIT_SPARSITY_MALLOC=system` for comparison.
+(8 x 256 tokens). Recording every hook doubled the faults. With `keep_freed_memory()` the same
+pass took 76 ms and recording added 2% instead of 13%. `benchmarks/inference.py` applies it, and
+runs with glibc's defaults under `CIRCUIT_SPARSITY_MALLOC=system` for comparison.
 
 The settings raise the mmap threshold to 1 GiB and the trim threshold to 2 GiB, so freed blocks
 stay in the heap for the next pass. The cost is that the process keeps its peak heap: its

@@ -91,14 +91,16 @@ def _run_eval_tasks(args: argparse.Namespace) -> None:
 
     model = load_model(args.model)
     encoding = get_encoding(model.config.tokenizer_name)
-    for name in args.tasks or list_task_names():
-        try:
-            task = get_task(name, encoding)
-        except KeyError as err:  # an unknown task name; the message lists the known ones
-            raise SystemExit(f"error: {err.args[0]}") from None
+    # Build every task before scoring any, so that a misspelt name fails before the slow part.
+    try:
+        tasks = [get_task(name, encoding) for name in args.tasks or list_task_names()]
+    except KeyError as err:  # an unknown task name, and the message lists the known ones
+        raise SystemExit(f"error: {err.args[0]}") from None
+
+    for task in tasks:
         result = task_accuracy(model, task)
         print(
-            f"{name:28s} pairs {result.pairs_correct:4d}/{result.n_pairs:<4d} "
+            f"{task.name:28s} pairs {result.pairs_correct:4d}/{result.n_pairs:<4d} "
             f"({result.pair_accuracy:6.1%})  sequences {result.sequence_accuracy:6.1%}"
         )
 
