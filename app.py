@@ -14,6 +14,12 @@ import logging
 import os
 import sys
 
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+if __name__ == "__main__":
+    # Set up logging before create_app, so its startup lines (the malloc setting) are shown.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
 try:
     from webapp.app_factory import create_app
 
@@ -52,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         help="Dash debug mode: reloader and in-page error reports",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)  # no-op if already set up
     app.run(host=args.host, port=args.port, debug=args.debug)
 
 
