@@ -25,6 +25,17 @@ if sys.path and Path(sys.path[0]).resolve() == REPO / "benchmarks":
     sys.path[0] = str(REPO)
 
 
+def positive_int(text: str) -> int:
+    """Parse a command-line integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; use 1 or more")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -32,8 +43,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--preset", default="embedded_sparse", help="training preset (name or .toml)"
     )
-    parser.add_argument("--steps", type=int, default=10, help="timed steps of each kind")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps of each kind")
+    parser.add_argument(
+        "--threads", type=positive_int, default=os.cpu_count(), help="torch CPU threads"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     return parser.parse_args()
 
@@ -50,7 +63,10 @@ def main() -> None:
     from inference.allocator import keep_freed_memory_or_exit
 
     keep_freed_memory_or_exit()
-    run = load_run_config(args.preset)
+    try:
+        run = load_run_config(args.preset)
+    except (ValueError, OSError) as err:  # an unknown preset or a bad value in it
+        raise SystemExit(f"error: {err}") from None
     train = run.train
     torch.manual_seed(train.seed)
 

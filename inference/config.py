@@ -87,6 +87,11 @@ class GPTConfig:
     abstopk_locations: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Sizes first, so that n_head=0 gets this message rather than a division by zero.
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_mlp"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value} must be a positive integer")
         if self.d_head is None:
             if self.d_model % self.n_head != 0:
                 raise ValueError(
@@ -105,9 +110,6 @@ class GPTConfig:
             raise ValueError(
                 f"activation_type={self.activation_type!r} is invalid; use 'gelu' or 'relu'"
             )
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_mlp"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
         self.abstopk_locations = self._parse_loctypes()
         self._check_abstopk_k()
 

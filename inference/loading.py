@@ -45,6 +45,11 @@ def resolve_model_files(path_or_url: str | os.PathLike) -> tuple[Path, Path]:
     folder = Path(text)
     if folder.is_dir():
         return _existing(folder / CONFIG_FILE), _existing(folder / WEIGHTS_FILE)
+    if "/" in text or os.sep in text or text.startswith("."):
+        raise FileNotFoundError(
+            f"model folder {text} not found; pass a folder with {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}, an http(s) URL of one, or a model name in the store"
+        )
 
     from registry.catalogue import check_model
     from registry.store import default_store

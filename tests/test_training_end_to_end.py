@@ -1,14 +1,17 @@
 """End-to-end tests of the trainer on the tiny preset and a small corpus of this repo's code."""
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from inference.gpt import load_model
+from registry.store import Store
 from registry.tokenizer import get_encoding
 from training import trainer
+from training.__main__ import main
 from training.config import load_run_config
 from training.schedule import density_at
 from training.sparsity import scheduled_nnz, sparse_parameters
@@ -121,3 +124,84 @@ def test_init_from_rejects_other_config(tmp_path, encoding):
     run = tiny_run(tmp_path / "second", f'train.init_from="{folder}"', "model.d_mlp=128")
     with pytest.raises(ValueError, match=r"differs from \[model\] in \['d_mlp'\]"):
         trainer.init_state(run)
+
+
+def test_new_run_keeps_existing_run(tmp_path, encoding):
+    run = tiny_run(tmp_path)
+    trainer.train(run, encoding)
+    weights = (tmp_path / "store/models/tiny/final_model.pt").read_bytes()
+
+    with pytest.raises(FileExistsError, match="pass --resume to continue it, --overwrite"):
+        trainer.train(tiny_run(tmp_path, "train.seed=5"), encoding)
+    assert (tmp_path / "store/models/tiny/final_model.pt").read_bytes() == weights
+
+    trainer.train(tiny_run(tmp_path, "train.seed=5"), encoding, overwrite=True)
+    assert (tmp_path / "store/models/tiny/final_model.pt").read_bytes() != weights
+
+
+def test_resume_rejects_other_seed(tmp_path, encoding):
+    trainer.train(tiny_run(tmp_path, "train.max_steps=10"), encoding)
+    with pytest.raises(ValueError, match=r"train settings \['seed'\] differ"):
+        trainer.train(
+            tiny_run(tmp_path, "train.max_steps=10", "train.seed=7"), encoding, resume=True
+        )
+
+
+def test_ctrl_c_writes_checkpoint_then_resumes(tmp_path, encoding, monkeypatch):
+    run = tiny_run(tmp_path)
+    step = trainer.train_step
+
+    def step_then_interrupt(state, *args):
+        result = step(state, *args)
+        if state.step == 7:
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
+    with pytest.raises(trainer.TrainingInterrupted, match="interrupted at step 7"):
+        trainer.train(run, encoding)
+    assert torch.load(tmp_path / "checkpoints/tiny/ckpt.pt", weights_only=True)["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    resumed = trainer.train(run, encoding, resume=True)
+    whole = trainer.train(tiny_run(tmp_path / "whole"), encoding)
+    expected = torch.load(whole / "final_model.pt", weights_only=True)
+    actual = torch.load(resumed / "final_model.pt", weights_only=True)
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, msg=key)
+
+
+def test_cli_run_writes_complete_store(tmp_path):
+    corpus_dirs = json.dumps([str(REPO / "inference"), str(REPO / "registry")])
+    main(
+        [
+            "train",
+            "tiny",
+            "--set",
+            f'train.out_dir="{tmp_path / "store"}"',
+            "--set",
+            f'train.checkpoint_dir="{tmp_path / "checkpoints"}"',
+            "--set",
+            "train.include_stdlib=false",
+            "--set",
+            f"train.extra_dirs={corpus_dirs}",
+            "--set",
+            "train.validation_fraction=0.3",
+            "--set",
+            "train.max_steps=2",
+        ]
+    )
+
+    store = Store(str(tmp_path / "store"))
+    assert get_encoding("stdlib_2k", store).n_vocab == 2048
+    assert (tmp_path / "store/models/tiny/final_model.pt").is_file()
+
+
+def test_empty_validation_split_names_split(tmp_path, encoding):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "app.py").write_text((REPO / "app.py").read_text())
+    run = tiny_run(tmp_path, f'train.extra_dirs=["{corpus}"]')
+    with pytest.raises(ValueError, match="the validation split has 0 tokens"):
+        trainer.load_tokens(run, encoding)

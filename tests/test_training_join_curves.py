@@ -38,5 +38,5 @@ def test_join_curves_names_missing_file(tmp_path):
 def test_join_curves_rejects_empty_first_stage(tmp_path):
     (tmp_path / "a.json").write_text("")
     _write(tmp_path / "b.json", [{"step": 1}])
-    with pytest.raises(ValueError, match="no progress records"):
+    with pytest.raises(SystemExit, match="^error: .*a.json contains no progress records"):
         main(["join-curves", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", "x"])

@@ -28,12 +28,15 @@ def _add_bpe_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--extra-dir", action="append", default=[], help="extra folder of .py files (repeatable)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the tokenizer files already in --out"
+    )
 
 
 def _run_bpe(args: argparse.Namespace) -> None:
     from training.bpe import build_tokenizer
 
-    build_tokenizer(args.out, args.extra_dir)
+    build_tokenizer(args.out, args.extra_dir, overwrite=args.overwrite)
 
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,16 +50,24 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override a preset value, e.g. train.max_steps=100 (repeatable)",
     )
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume",
         action="store_true",
         help="continue from <checkpoint_dir>/<name>/ckpt.pt",
+    )
+    start.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over, replacing the run's checkpoint, model and progress.json",
     )
 
 
 def _run_train(args: argparse.Namespace) -> None:
     from registry.tokenizer import get_encoding
+    from training.checkpoint import copy_tokenizer
     from training.config import load_run_config
+    from training.distributed import ranks_from_environment
     from training.trainer import train
 
     run = load_run_config(args.preset, args.overrides)
@@ -66,7 +77,9 @@ def _run_train(args: argparse.Namespace) -> None:
             f"vocab_size {run.model.vocab_size} does not match {encoding.name} "
             f"({encoding.n_vocab} tokens); set model.vocab_size={encoding.n_vocab}"
         )
-    train(run, encoding, resume=args.resume)
+    train(run, encoding, resume=args.resume, overwrite=args.overwrite)
+    if ranks_from_environment()[0] == 0:
+        copy_tokenizer(run.model.tokenizer_name, Path(run.train.out_dir))
 
 
 def _add_eval_tasks_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +110,16 @@ def _run_eval_tasks(args: argparse.Namespace) -> None:
     except KeyError as err:  # an unknown task name, and the message lists the known ones
         raise SystemExit(f"error: {err.args[0]}") from None
 
+    block_size = model.config.block_size
     for task in tasks:
+        sequences = [p.inputs for p in task.xs_test] + [p.patch_from_inputs for p in task.xs_test]
+        too_long = sum(len(sequence) > block_size for sequence in sequences)
+        if too_long:
+            print(
+                f"{task.name:28s} skipped: {too_long} of {len(sequences)} sequences are longer "
+                f"than the model's block_size {block_size}"
+            )
+            continue
         result = task_accuracy(model, task)
         print(
             f"{task.name:28s} pairs {result.pairs_correct:4d}/{result.n_pairs:<4d} "
@@ -166,7 +188,16 @@ def main(argv: list[str] | None = None) -> None:
         "eval-tasks": _run_eval_tasks,
         "join-curves": _run_join_curves,
     }
-    commands[args.command](args)
+    try:
+        commands[args.command](args)
+    except KeyboardInterrupt as err:
+        # TrainingInterrupted names the checkpoint folder in its message; a bare Ctrl-C has none.
+        raise SystemExit(f"stopped: {err}" if str(err) else "stopped by Ctrl-C") from None
+    except (ValueError, OSError) as err:
+        # Bad input: a config value, a missing file or folder, a run that exists. The message
+        # names the value and the fix, so the traceback is shown at DEBUG level only.
+        logger.debug("traceback of the error below", exc_info=True)
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

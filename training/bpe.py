@@ -134,8 +134,22 @@ def check_round_trip(encoding: tiktoken.Encoding, files: Sequence[corpus.CorpusF
     return n_tokens
 
 
-def build_tokenizer(out_dir: Path, extra_dirs: Sequence[str] = ()) -> tiktoken.Encoding:
-    """Train, export and check the tokenizer; return it as a tiktoken encoding."""
+def build_tokenizer(
+    out_dir: Path, extra_dirs: Sequence[str] = (), overwrite: bool = False
+) -> tiktoken.Encoding:
+    """Train, export and check the tokenizer; return it as a tiktoken encoding.
+
+    Raises FileExistsError when ``out_dir`` already has tokenizer files, unless ``overwrite``:
+    models trained on the old ones would read wrong token ids from new ones.
+    """
+    existing = [
+        out_dir / name for name in ("encoder.json", "vocab.bpe") if (out_dir / name).exists()
+    ]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(str(path) for path in existing)} exist; models trained with them need "
+            "them unchanged. Pass another --out, or --overwrite to replace them"
+        )
     started = time.perf_counter()
     train_files = corpus.list_files("train", extra_dirs)
     tokenizer = train_hf_bpe(list(corpus.iter_documents(train_files)))

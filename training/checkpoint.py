@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,40 +39,79 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """Read the checkpoint in ``folder``; raise FileNotFoundError when there is none."""
+def checkpoint_path(folder: Path) -> Path:
+    """Return the checkpoint file in ``folder``; raise FileNotFoundError when there is none."""
     path = folder / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; start without --resume")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return path
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """Read the checkpoint in ``folder``; raise FileNotFoundError when there is none."""
+    return torch.load(checkpoint_path(folder), map_location="cpu", weights_only=True)
+
+
+# Train settings that may change between a checkpoint and its resumption: they affect neither the
+# weights nor the data order. Every other [train] setting must match the checkpoint's.
+CHANGEABLE_ON_RESUME = (
+    "name",
+    "out_dir",
+    "checkpoint_dir",
+    "init_from",
+    "eval_interval",
+    "checkpoint_interval",
+    "num_threads",
+    "device",
+    "progress_bar",
+)
 
 
 def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> None:
-    """Raise ValueError when the model or schedule differs from the checkpoint's run."""
+    """Raise ValueError when the model, schedule, optimizer or data differ from the checkpoint's run."""
     current = run_config_dict(run)
     if saved["model"] != current["model"]:
         changed = sorted(
             key for key in current["model"] if saved["model"].get(key) != current["model"][key]
         )
         raise ValueError(f"cannot resume: model config differs from the checkpoint in {changed}")
-    schedule_keys = (
-        "max_steps",
-        "lr",
-        "target_density",
-        "anneal_frac",
-        "start_density",
-        "warmup_frac",
-        "batch_size",
-    )
+
     # A checkpoint written before a setting existed ran with that setting's default.
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults = {
+        f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(TrainConfig)
+    }
     changed = [
         key
-        for key in schedule_keys
-        if saved["train"].get(key, defaults[key]) != current["train"][key]
+        for key, value in current["train"].items()
+        if key not in CHANGEABLE_ON_RESUME and saved["train"].get(key, defaults[key]) != value
     ]
     if changed:
-        raise ValueError(f"cannot resume: schedule settings {changed} differ from the checkpoint")
+        was = {key: saved["train"].get(key, defaults[key]) for key in changed}
+        raise ValueError(
+            f"cannot resume: train settings {changed} differ from the checkpoint's {was}; "
+            "set them back, or start a new run under another train.name"
+        )
+
+
+def check_fresh_start(out_dir: Path, name: str, checkpoint_folder: Path) -> None:
+    """Raise FileExistsError when a run's checkpoint, model or curve exists, so that a new run
+    does not replace them unasked."""
+    existing = [
+        path
+        for path in (
+            checkpoint_folder / CHECKPOINT_FILE,
+            model_folder(out_dir, name) / "final_model.pt",
+            progress_path(out_dir, name),
+        )
+        if path.exists()
+    ]
+    if existing:
+        raise FileExistsError(
+            f"run {name!r} already has {', '.join(str(path) for path in existing)}; "
+            "pass --resume to continue it, --overwrite to replace it, "
+            "or set train.name to start a new run"
+        )
 
 
 def model_folder(out_dir: Path, name: str) -> Path:
@@ -97,6 +137,28 @@ def write_model(
     partial.replace(folder / "final_model.pt")
     logger.info("wrote %s", folder)
     return folder
+
+
+def copy_tokenizer(encoding_name: str, out_dir: Path) -> None:
+    """Copy a store tokenizer's files into ``out_dir`` unless it has them, so the folder is a store.
+
+    Encodings that tiktoken ships (such as gpt2) have no files in a store and are left alone.
+    """
+    from registry.store import default_store
+    from registry.tokenizer import ENCODING_FOLDERS
+
+    folder = ENCODING_FOLDERS.get(encoding_name)
+    if folder is None:
+        return
+    target = out_dir / folder
+    files = ("encoder.json", "vocab.bpe")
+    if all((target / file_name).is_file() for file_name in files):
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    store = default_store()
+    for file_name in files:
+        shutil.copyfile(store.local_path(f"{folder}/{file_name}"), target / file_name)
+    logger.info("copied tokenizer %s to %s", encoding_name, target)
 
 
 def progress_path(out_dir: Path, name: str) -> Path:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOKENIZER_NAME = "stdlib_2k"
+# A run name becomes a folder name under out_dir and checkpoint_dir, so it may not contain a path.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class ConfigError(ValueError):
+    """A preset or override value that is missing, of the wrong type or out of range."""
 
 
 @dataclass
@@ -63,22 +72,51 @@ class TrainConfig:
     validation_fraction: float = 0.05  # fraction of corpus files held out for test_xent
 
     def __post_init__(self) -> None:
+        if not RUN_NAME.fullmatch(self.name) or ".." in self.name:
+            raise ConfigError(
+                f"train.name={self.name!r} is invalid; use letters, digits, '_', '-' and '.', "
+                "since it names the run's folders"
+            )
         if not 0.0 < self.target_density <= 1.0:
-            raise ValueError(f"target_density must be in (0, 1], got {self.target_density}")
+            raise ConfigError(f"target_density must be in (0, 1], got {self.target_density}")
         if not self.target_density <= self.start_density <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"start_density must be between target_density ({self.target_density}) and 1, "
                 f"got {self.start_density}"
             )
-        if not 0.0 <= self.anneal_frac <= 1.0:
-            raise ValueError(f"anneal_frac must be in [0, 1], got {self.anneal_frac}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}")
+            raise ConfigError(f"time_budget_s must be positive, got {self.time_budget_s}")
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f'device must be "cpu" or "cuda", got {self.device!r}')
-        for name in ("batch_size", "max_steps", "eval_interval", "checkpoint_interval"):
+            raise ConfigError(f'device must be "cpu" or "cuda", got {self.device!r}')
+        positive = (
+            "batch_size",
+            "max_steps",
+            "eval_interval",
+            "eval_batches",
+            "checkpoint_interval",
+            "num_threads",
+        )
+        for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("seed", "min_per_row"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("lr", "eps", "grad_rms_clip"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("anneal_frac", "warmup_frac"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction}"
+            )
 
 
 @dataclass
@@ -104,11 +142,11 @@ def resolve_preset(preset: str) -> Path:
 def parse_override(text: str) -> tuple[str, str, Any]:
     """Split ``section.key=value`` into (section, key, parsed value)."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} has no '='; write e.g. train.lr=1e-3")
+        raise ConfigError(f"override {text!r} has no '='; write e.g. train.lr=1e-3")
     dotted, raw_value = text.split("=", 1)
     section, _, key = dotted.strip().partition(".")
     if section not in ("model", "train") or not key:
-        raise ValueError(f"override key {dotted!r} must be model.<field> or train.<field>")
+        raise ConfigError(f"override key {dotted!r} must be model.<field> or train.<field>")
     try:
         value = tomllib.loads(f"value = {raw_value}")["value"]
     except tomllib.TOMLDecodeError:
@@ -120,27 +158,91 @@ def _check_keys(section: str, values: dict[str, Any], cls: type) -> None:
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown [{section}] keys {unknown}; known keys: {sorted(known)}")
+        raise ConfigError(f"unknown [{section}] keys {unknown}; known keys: {sorted(known)}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Return whether a TOML value fits a field's type hint (int, float, bool, str, lists, None)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(entry, item) for entry in value)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):  # bool is a subclass of int, but true is not a number here
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint) if arg is not type(None))
+    if origin is list:
+        return 'a list such as ["a", "b"]'
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, str(hint))
+
+
+def _check_types(section: str, values: dict[str, Any], cls: type) -> None:
+    """Raise ConfigError naming the first value whose type does not fit its field; turn the
+    integers given for float fields into floats."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints[key]
+        if not _matches(value, hint):
+            raise ConfigError(f"{section}.{key}={value!r} is invalid; expected {_describe(hint)}")
+        if hint in (float, float | None) and isinstance(value, int):
+            values[key] = float(value)
+
+
+def _default(cls: type, key: str) -> Any:
+    """Return a field's default value, None for an unknown key or a field with no default."""
+    for entry in dataclasses.fields(cls):
+        if entry.name != key:
+            continue
+        if entry.default is not dataclasses.MISSING:
+            return entry.default
+        if entry.default_factory is not dataclasses.MISSING:
+            return entry.default_factory()
+    return None
 
 
 def load_run_config(preset: str, overrides: list[str] = ()) -> RunConfig:
     """Read a preset, apply ``section.key=value`` overrides and build the typed configs."""
     path = resolve_preset(preset)
-    with path.open("rb") as handle:
-        tables = tomllib.load(handle)
+    try:
+        with path.open("rb") as handle:
+            tables = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
     unknown_tables = sorted(set(tables) - {"model", "train"})
     if unknown_tables:
-        raise ValueError(f"{path}: unknown tables {unknown_tables}; use [model] and [train]")
+        raise ConfigError(f"{path}: unknown tables {unknown_tables}; use [model] and [train]")
     model_values = dict(tables.get("model", {}))
     train_values = dict(tables.get("train", {}))
 
     for text in overrides:
         section, key, value = parse_override(text)
-        target = model_values if section == "model" else train_values
-        logger.warning("override %s.%s: %r -> %r", section, key, target.get(key), value)
+        target, cls = (
+            (model_values, GPTConfig) if section == "model" else (train_values, TrainConfig)
+        )
+        logger.warning(
+            "override %s.%s: %r -> %r", section, key, target.get(key, _default(cls, key)), value
+        )
         target[key] = value
 
     model_values.setdefault("tokenizer_name", TOKENIZER_NAME)
     _check_keys("model", model_values, GPTConfig)
     _check_keys("train", train_values, TrainConfig)
-    return RunConfig(model=GPTConfig(**model_values), train=TrainConfig(**train_values))
+    _check_types("model", model_values, GPTConfig)
+    _check_types("train", train_values, TrainConfig)
+    try:
+        model = GPTConfig(**model_values)
+    except ValueError as err:
+        raise ConfigError(f"[model] of {path.name}: {err}") from None
+    return RunConfig(model=model, train=TrainConfig(**train_values))

@@ -23,7 +23,11 @@ import dataclasses
 import logging
 import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,10 @@ from training.schedule import density_at, lr_at
 from training.sparsity import project_to_density, sparse_parameters
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run after a complete step; its checkpoint was written first."""
 
 
 @dataclasses.dataclass
@@ -249,20 +257,33 @@ def load_tokens(
             include_stdlib=train.include_stdlib,
             validation_fraction=train.validation_fraction,
         )
+        if len(array) < run.model.block_size + 2:
+            raise ValueError(
+                f"the {split} split has {len(array)} tokens, too few for one window of "
+                f"block_size {run.model.block_size}; add .py files with train.extra_dirs or "
+                f"change train.validation_fraction ({train.validation_fraction})"
+            )
         splits.append(torch.from_numpy(array.astype("int64")))
     if context.local_rank == 0:
         context.barrier()
     return splits[0], splits[1]
 
 
-def train(run: RunConfig, encoding, resume: bool = False) -> Path:
+def train(run: RunConfig, encoding, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a model per ``run`` and write it to the store; return the model folder.
 
-    Under torchrun every process calls this. ``run.train.batch_size`` is the global batch, and
-    rank 0 alone writes progress.json, checkpoints and the model folder.
+    A new run (``resume`` False) raises FileExistsError when the run's checkpoint, model or
+    progress.json exist, unless ``overwrite`` is set. Under torchrun every process calls this.
+    ``run.train.batch_size`` is the global batch, and rank 0 alone writes progress.json,
+    checkpoints and the model folder.
     """
-    _, _, world_size = distributed.ranks_from_environment()
+    rank, _, world_size = distributed.ranks_from_environment()
     distributed.local_batch_size(run.train.batch_size, world_size)  # raise before joining the group
+    folder = Path(run.train.checkpoint_dir) / run.train.name
+    if rank == 0 and resume:
+        checkpoint.checkpoint_path(folder)  # raise now, before the corpus is read
+    if rank == 0 and not resume and not overwrite:
+        checkpoint.check_fresh_start(Path(run.train.out_dir), run.train.name, folder)
     with distributed.process_group(run.train.device) as context:
         return _train_in_group(run, encoding, resume, context)
 
@@ -330,34 +351,67 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
     )
     state.model.train()
     train_losses: list[float] = []
-    while not is_finished(state, run):
-        started = time.perf_counter()
-        last = train_step(state, run, train_tokens, sparse)
-        state.elapsed_s += time.perf_counter() - started
-        if train.time_budget_s is not None:
-            # The schedules and the stop depend on the time used, so all ranks take rank 0's.
-            state.elapsed_s = state.context.broadcast(state.elapsed_s)
-        train_losses.append(last["loss"])
-        bar.update(tokens_per_step)
-        bar.set_postfix(loss=f"{last['loss']:.3f}", density=f"{last['density']:.3f}")
+    with _stop_on_interrupt(state.context) as interrupted:
+        while not is_finished(state, run) and not interrupted.is_set():
+            started = time.perf_counter()
+            last = train_step(state, run, train_tokens, sparse)
+            state.elapsed_s += time.perf_counter() - started
+            if train.time_budget_s is not None:
+                # The schedules and the stop depend on the time used, so all ranks take rank 0's.
+                state.elapsed_s = state.context.broadcast(state.elapsed_s)
+            train_losses.append(last["loss"])
+            bar.update(tokens_per_step)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", density=f"{last['density']:.3f}")
 
-        done = is_finished(state, run)
-        if state.step % train.eval_interval == 0 or done:
-            record = evaluation_record(state, sparse, eval_batches, train_losses, last)
-            train_losses = []
-            if state.context.is_main:
-                checkpoint.append_progress(progress, record)
-                _log_progress(record, state)
-        if state.step % train.checkpoint_interval == 0 or done:
-            save_state(state, run, folder)
+            done = is_finished(state, run)
+            if state.step % train.eval_interval == 0 or done:
+                record = evaluation_record(state, sparse, eval_batches, train_losses, last)
+                train_losses = []
+                if state.context.is_main:
+                    checkpoint.append_progress(progress, record)
+                    _log_progress(record, state)
+            if state.step % train.checkpoint_interval == 0 or done:
+                save_state(state, run, folder)
     bar.close()
-    if state.step < train.max_steps:
+    if interrupted.is_set() and not is_finished(state, run):
+        if state.step % train.checkpoint_interval != 0:  # else the loop has just written it
+            save_state(state, run, folder)
+        raise TrainingInterrupted(
+            f"interrupted at step {state.step}; checkpoint written to {folder}, "
+            "continue with --resume"
+        )
+    if state.step < train.max_steps and train.time_budget_s is not None:
         logger.info(
             "time budget of %.0f s used up after %d of %d steps",
             train.time_budget_s,
             state.step,
             train.max_steps,
         )
+
+
+@contextmanager
+def _stop_on_interrupt(context: DistributedContext) -> Iterator[threading.Event]:
+    """Turn the first Ctrl-C into a request to stop after the current step; a second one aborts.
+
+    NOTE: only a single process on the main thread handles Ctrl-C this way. Under torchrun the
+    ranks could see the signal at different steps, so they keep Python's default (no checkpoint).
+    """
+    requested = threading.Event()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if context.world_size > 1 or not on_main_thread:
+        yield requested
+        return
+
+    def request_stop(signum, frame) -> None:
+        requested.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logger.warning("Ctrl-C: stopping after this step to write a checkpoint (again to abort)")
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _log_progress(record: dict[str, Any], state: TrainState) -> None:
