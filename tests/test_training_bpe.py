@@ -52,3 +52,15 @@ def test_store_tokenizer_round_trips_validation_files():
     files = corpus.list_files("validation")[:10]
     assert files
     assert bpe.check_round_trip(encoding, files) > 0
+
+
+def test_build_without_stdlib_reads_extra_dirs_only(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    extra = [str(repo / "inference"), str(repo / "registry")]
+    encoding = bpe.build_tokenizer(tmp_path, extra, include_stdlib=False)
+
+    text = (repo / "inference" / "gpt.py").read_text()
+    assert encoding.decode(encoding.encode(text)) == text
+    assert encoding.n_vocab == 2048
+    with pytest.raises(ValueError, match="pass --extra-dir"):
+        bpe.build_tokenizer(tmp_path / "empty", include_stdlib=False)

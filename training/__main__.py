@@ -29,6 +29,12 @@ def _add_bpe_parser(subparsers: argparse._SubParsersAction) -> None:
         "--extra-dir", action="append", default=[], help="extra folder of .py files (repeatable)"
     )
     parser.add_argument(
+        "--no-stdlib",
+        dest="include_stdlib",
+        action="store_false",
+        help="train on the --extra-dir folders only",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace the tokenizer files already in --out"
     )
 
@@ -36,7 +42,9 @@ def _add_bpe_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_bpe(args: argparse.Namespace) -> None:
     from training.bpe import build_tokenizer
 
-    build_tokenizer(args.out, args.extra_dir, overwrite=args.overwrite)
+    build_tokenizer(
+        args.out, args.extra_dir, overwrite=args.overwrite, include_stdlib=args.include_stdlib
+    )
 
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:

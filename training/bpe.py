@@ -135,7 +135,10 @@ def check_round_trip(encoding: tiktoken.Encoding, files: Sequence[corpus.CorpusF
 
 
 def build_tokenizer(
-    out_dir: Path, extra_dirs: Sequence[str] = (), overwrite: bool = False
+    out_dir: Path,
+    extra_dirs: Sequence[str] = (),
+    overwrite: bool = False,
+    include_stdlib: bool = True,
 ) -> tiktoken.Encoding:
     """Train, export and check the tokenizer; return it as a tiktoken encoding.
 
@@ -151,7 +154,9 @@ def build_tokenizer(
             "them unchanged. Pass another --out, or --overwrite to replace them"
         )
     started = time.perf_counter()
-    train_files = corpus.list_files("train", extra_dirs)
+    if not include_stdlib and not extra_dirs:
+        raise ValueError("without the standard library the corpus is empty; pass --extra-dir")
+    train_files = corpus.list_files("train", extra_dirs, include_stdlib=include_stdlib)
     tokenizer = train_hf_bpe(list(corpus.iter_documents(train_files)))
     logger.info(
         "trained BPE on %d files in %.1f s", len(train_files), time.perf_counter() - started
@@ -159,7 +164,7 @@ def build_tokenizer(
 
     export_data_gym(tokenizer, out_dir)
     encoding = load_data_gym_encoding(out_dir)
-    validation_files = corpus.list_files("validation", extra_dirs)
+    validation_files = corpus.list_files("validation", extra_dirs, include_stdlib=include_stdlib)
     n_tokens = check_round_trip(encoding, validation_files)
     n_bytes = sum(f.path.stat().st_size for f in validation_files)
     logger.info(
