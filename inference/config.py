@@ -92,6 +92,8 @@ class GPTConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value} must be a positive integer")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} is invalid; use a value in [0, 1)")
         if self.d_head is None:
             if self.d_model % self.n_head != 0:
                 raise ValueError(

@@ -24,6 +24,15 @@ BAD_OVERRIDES = [
     ("train.warmup_frac=5", r"warmup_frac must be in \[0, 1\], got 5.0"),
     ("train.name=../../etc", "train.name='../../etc' is invalid"),
     ("train.name=a/b", "train.name='a/b' is invalid"),
+    ("train.lr=inf", "train.lr=inf is invalid; expected a finite number"),
+    ("train.weight_decay=nan", "train.weight_decay=nan is invalid; expected a finite number"),
+    ("train.time_budget_s=nan", "train.time_budget_s=nan is invalid; expected a finite number"),
+    ("model.dropout=1.5", r"dropout=1.5 is invalid; use a value in \[0, 1\)"),
+    ("train.seed=99999999999999999999", "does not fit in 64 bits"),
+    ('train.out_dir=""', "out_dir is empty"),
+    ('train.checkpoint_dir=" "', "checkpoint_dir is empty"),
+    ('train.extra_dirs=[""]', "has an empty folder name"),
+    ("train.num_threads=100000", "num_threads=100000 is above 1024"),
 ]
 
 
@@ -91,3 +100,48 @@ def test_bpe_keeps_existing_tokenizer(tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite to replace them"):
         build_tokenizer(tmp_path)
     assert (tmp_path / "encoder.json").read_text() == "{}"
+
+
+def test_cli_rejects_unknown_tokenizer():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "tiny", "--set", "model.tokenizer_name=../x"])
+    assert str(exit_info.value).startswith(
+        "error: model.tokenizer_name='../x' is unknown; use one of"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ('train.init_from="{tmp}/none"', "has no beeg_config.json or final_model.pt"),
+        ('train.out_dir="{tmp}/file/store"', "file is a file, so"),
+        ('train.checkpoint_dir="{tmp}/file"', "file is a file, so"),
+    ],
+)
+def test_cli_checks_folders_before_training(tmp_path, override, message):
+    (tmp_path / "file").write_text("")
+    overrides = [f'train.out_dir="{tmp_path}/out"', f'train.checkpoint_dir="{tmp_path}/ck"']
+    overrides.append(override.format(tmp=tmp_path))
+    arguments = ["train", "tiny"]
+    for text in overrides:
+        arguments += ["--set", text]
+    with pytest.raises(SystemExit, match=message):
+        main(arguments)
+    assert not (tmp_path / "ck" / "token_cache").exists()  # stopped before the corpus was read
+
+
+def test_damaged_progress_line_is_named(tmp_path):
+    progress = tmp_path / "progress.json"
+    progress.write_text('{"step": 10}\n\n{"step": 20, "tra')
+    with pytest.raises(ValueError, match="progress.json line 3 is not a progress record"):
+        checkpoint.truncate_progress(progress, 10)
+
+
+def test_other_tokenizer_in_out_dir_is_rejected(tmp_path):
+    checkpoint.copy_tokenizer("stdlib_2k", tmp_path)
+    assert (tmp_path / "stdlib_2k" / "vocab.bpe").is_file()
+    checkpoint.copy_tokenizer("stdlib_2k", tmp_path)  # the same files again: accepted
+
+    (tmp_path / "stdlib_2k" / "vocab.bpe").write_text("#version: 0.2\n")
+    with pytest.raises(FileExistsError, match="differs from the tokenizer this run trains with"):
+        checkpoint.copy_tokenizer("stdlib_2k", tmp_path)

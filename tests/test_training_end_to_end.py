@@ -139,6 +139,21 @@ def test_new_run_keeps_existing_run(tmp_path, encoding):
     assert (tmp_path / "store/models/tiny/final_model.pt").read_bytes() != weights
 
 
+def test_overwrite_deletes_old_checkpoint_first(tmp_path, encoding, monkeypatch):
+    trainer.train(tiny_run(tmp_path), encoding)
+
+    def fail(*args):
+        raise RuntimeError("stopped before the first step")
+
+    monkeypatch.setattr(trainer, "train_step", fail)
+    with pytest.raises(RuntimeError):
+        trainer.train(tiny_run(tmp_path), encoding, overwrite=True)
+    assert not (tmp_path / "checkpoints/tiny/ckpt.pt").exists()
+    assert not (tmp_path / "store/models/tiny/final_model.pt").exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        trainer.train(tiny_run(tmp_path), encoding, resume=True)
+
+
 def test_resume_rejects_other_seed(tmp_path, encoding):
     trainer.train(tiny_run(tmp_path, "train.max_steps=10"), encoding)
     with pytest.raises(ValueError, match=r"train settings \['seed'\] differ"):

@@ -42,6 +42,11 @@ def _add_bpe_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_bpe(args: argparse.Namespace) -> None:
     from training.bpe import build_tokenizer
 
+    if not str(args.out).strip() or str(args.out) == ".":
+        raise SystemExit(f"error: --out {str(args.out)!r} is not a tokenizer folder; name one")
+    if any(not folder.strip() for folder in args.extra_dir):
+        raise SystemExit("error: --extra-dir '' is empty; give a folder of .py files")
+
     build_tokenizer(
         args.out, args.extra_dir, overwrite=args.overwrite, include_stdlib=args.include_stdlib
     )
@@ -72,22 +77,25 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from registry.tokenizer import get_encoding
-    from training.checkpoint import copy_tokenizer
+    import tiktoken
+
+    from registry.tokenizer import ENCODING_FOLDERS, get_encoding
     from training.config import load_run_config
-    from training.distributed import ranks_from_environment
     from training.trainer import train
 
     run = load_run_config(args.preset, args.overrides)
+    known = sorted(ENCODING_FOLDERS) + tiktoken.list_encoding_names()
+    if run.model.tokenizer_name not in known:
+        raise SystemExit(
+            f"error: model.tokenizer_name={run.model.tokenizer_name!r} is unknown; use one of {known}"
+        )
     encoding = get_encoding(run.model.tokenizer_name)
     if encoding.n_vocab != run.model.vocab_size:
         raise SystemExit(
-            f"vocab_size {run.model.vocab_size} does not match {encoding.name} "
+            f"error: vocab_size {run.model.vocab_size} does not match {encoding.name} "
             f"({encoding.n_vocab} tokens); set model.vocab_size={encoding.n_vocab}"
         )
     train(run, encoding, resume=args.resume, overwrite=args.overwrite)
-    if ranks_from_environment()[0] == 0:
-        copy_tokenizer(run.model.tokenizer_name, Path(run.train.out_dir))
 
 
 def _add_eval_tasks_parser(subparsers: argparse._SubParsersAction) -> None:

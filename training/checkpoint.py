@@ -74,7 +74,11 @@ def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> Non
         changed = sorted(
             key for key in current["model"] if saved["model"].get(key) != current["model"][key]
         )
-        raise ValueError(f"cannot resume: model config differs from the checkpoint in {changed}")
+        was = {key: saved["model"].get(key) for key in changed}
+        raise ValueError(
+            f"cannot resume: model config differs from the checkpoint in {changed} (it had "
+            f"{was}); set them back, or start a new run under another train.name"
+        )
 
     # A checkpoint written before a setting existed ran with that setting's default.
     defaults = {
@@ -94,23 +98,62 @@ def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> Non
         )
 
 
+def _run_files(out_dir: Path, name: str, checkpoint_folder: Path) -> list[Path]:
+    return [
+        checkpoint_folder / CHECKPOINT_FILE,
+        model_folder(out_dir, name) / "final_model.pt",
+        progress_path(out_dir, name),
+    ]
+
+
 def check_fresh_start(out_dir: Path, name: str, checkpoint_folder: Path) -> None:
     """Raise FileExistsError when a run's checkpoint, model or curve exists, so that a new run
     does not replace them unasked."""
-    existing = [
-        path
-        for path in (
-            checkpoint_folder / CHECKPOINT_FILE,
-            model_folder(out_dir, name) / "final_model.pt",
-            progress_path(out_dir, name),
-        )
-        if path.exists()
+    existing = [path for path in _run_files(out_dir, name, checkpoint_folder) if path.exists()]
+    if not existing:
+        return
+    resumable = (checkpoint_folder / CHECKPOINT_FILE).exists()
+    ways = (
+        "pass --resume to continue it, --overwrite to replace it"
+        if resumable
+        else ("it has no checkpoint to resume from, so pass --overwrite to replace it")
+    )
+    raise FileExistsError(
+        f"run {name!r} already has {', '.join(str(path) for path in existing)}; "
+        f"{ways}, or set train.name to start a new run"
+    )
+
+
+def remove_run(out_dir: Path, name: str, checkpoint_folder: Path) -> None:
+    """Delete a run's checkpoint, model weights and curve before it starts over (--overwrite),
+    so that a later --resume cannot continue the old run."""
+    partial = checkpoint_folder / (CHECKPOINT_FILE + ".tmp")
+    for path in [*_run_files(out_dir, name, checkpoint_folder), partial]:
+        if path.is_file():
+            path.unlink()
+            logger.warning("--overwrite: deleted %s", path)
+
+
+def check_output_folders(out_dir: Path, checkpoint_folder: Path) -> None:
+    """Raise NotADirectoryError when an output folder, or a folder above it, is a file."""
+    for folder in (out_dir, checkpoint_folder):
+        for path in (folder, *folder.parents):
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(
+                    f"{path} is a file, so {folder} cannot be an output folder; "
+                    "set train.out_dir and train.checkpoint_dir to folders"
+                )
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise FileNotFoundError when ``folder`` lacks a finished model's two files."""
+    missing = [
+        name for name in ("beeg_config.json", "final_model.pt") if not (folder / name).is_file()
     ]
-    if existing:
-        raise FileExistsError(
-            f"run {name!r} already has {', '.join(str(path) for path in existing)}; "
-            "pass --resume to continue it, --overwrite to replace it, "
-            "or set train.name to start a new run"
+    if missing:
+        raise FileNotFoundError(
+            f"train.init_from={str(folder)!r} has no {' or '.join(missing)}; "
+            "pass a model folder such as store/models/sparse_stdlib"
         )
 
 
@@ -142,6 +185,8 @@ def write_model(
 def copy_tokenizer(encoding_name: str, out_dir: Path) -> None:
     """Copy a store tokenizer's files into ``out_dir`` unless it has them, so the folder is a store.
 
+    Raises FileExistsError when ``out_dir`` has other files under the same name.
+
     Encodings that tiktoken ships (such as gpt2) have no files in a store and are left alone.
     """
     from registry.store import default_store
@@ -151,14 +196,19 @@ def copy_tokenizer(encoding_name: str, out_dir: Path) -> None:
     if folder is None:
         return
     target = out_dir / folder
-    files = ("encoder.json", "vocab.bpe")
-    if all((target / file_name).is_file() for file_name in files):
-        return
-    target.mkdir(parents=True, exist_ok=True)
     store = default_store()
-    for file_name in files:
-        shutil.copyfile(store.local_path(f"{folder}/{file_name}"), target / file_name)
-    logger.info("copied tokenizer %s to %s", encoding_name, target)
+    for file_name in ("encoder.json", "vocab.bpe"):
+        source = store.local_path(f"{folder}/{file_name}")
+        if not (target / file_name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / file_name)
+            logger.info("copied %s to %s", source, target)
+        elif (target / file_name).read_bytes() != source.read_bytes():
+            raise FileExistsError(
+                f"{target / file_name} differs from the tokenizer this run trains with "
+                f"({source}), so the store would pair the model with the wrong tokens; "
+                "set train.out_dir to another folder"
+            )
 
 
 def progress_path(out_dir: Path, name: str) -> Path:
@@ -170,8 +220,20 @@ def truncate_progress(path: Path, last_step: int) -> None:
     """Drop progress lines after ``last_step`` (they came from a run that was resumed earlier)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
+    records_up_to_step = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(
+                f"{path} line {number} is not a progress record (cut short by a kill?); "
+                "delete that line and run again"
+            ) from None
+        if step <= last_step:
+            records_up_to_step.append(line)
+    path.write_text("".join(line + "\n" for line in records_up_to_step))
 
 
 def append_progress(path: Path, record: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import tomllib
 import types
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).parent / "presets"
 TOKENIZER_NAME = "stdlib_2k"
+# A bound chosen here, above the core count of common servers: torch 2.13 crashed when asked
+# to start 100,000 threads.
+MAX_THREADS = 1024
 # A run name becomes a folder name under out_dir and checkpoint_dir, so it may not contain a path.
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -99,6 +103,15 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("out_dir", "checkpoint_dir"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f'{name} is empty; give a folder, e.g. {name}="runs/my_run"')
+        if any(not folder.strip() for folder in self.extra_dirs):
+            raise ConfigError(f"extra_dirs={self.extra_dirs!r} has an empty folder name; remove it")
+        if self.init_from is not None and not self.init_from.strip():
+            raise ConfigError("init_from is empty; give a model folder or leave it unset")
+        if self.num_threads > MAX_THREADS:
+            raise ConfigError(f"num_threads={self.num_threads} is above {MAX_THREADS}; use fewer")
         for name in ("seed", "min_per_row"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
@@ -196,6 +209,10 @@ def _check_types(section: str, values: dict[str, Any], cls: type) -> None:
         hint = hints[key]
         if not _matches(value, hint):
             raise ConfigError(f"{section}.{key}={value!r} is invalid; expected {_describe(hint)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{key}={value!r} is invalid; expected a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise ConfigError(f"{section}.{key}={value} is invalid; it does not fit in 64 bits")
         if hint in (float, float | None) and isinstance(value, int):
             values[key] = float(value)
 

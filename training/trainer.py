@@ -280,10 +280,19 @@ def train(run: RunConfig, encoding, resume: bool = False, overwrite: bool = Fals
     rank, _, world_size = distributed.ranks_from_environment()
     distributed.local_batch_size(run.train.batch_size, world_size)  # raise before joining the group
     folder = Path(run.train.checkpoint_dir) / run.train.name
-    if rank == 0 and resume:
-        checkpoint.checkpoint_path(folder)  # raise now, before the corpus is read
-    if rank == 0 and not resume and not overwrite:
-        checkpoint.check_fresh_start(Path(run.train.out_dir), run.train.name, folder)
+    out_dir = Path(run.train.out_dir)
+    if rank == 0:
+        # Raise now, before the corpus is read and steps are spent.
+        checkpoint.check_output_folders(out_dir, folder)
+        if run.train.init_from is not None and not resume:
+            checkpoint.check_model_folder(Path(run.train.init_from))
+        if resume:
+            checkpoint.checkpoint_path(folder)
+        elif overwrite:
+            checkpoint.remove_run(out_dir, run.train.name, folder)
+        else:
+            checkpoint.check_fresh_start(out_dir, run.train.name, folder)
+        checkpoint.copy_tokenizer(run.model.tokenizer_name, out_dir)
     with distributed.process_group(run.train.device) as context:
         return _train_in_group(run, encoding, resume, context)
 
@@ -309,7 +318,7 @@ def _train_in_group(run: RunConfig, encoding, resume: bool, context: Distributed
         checkpoint.truncate_progress(progress, state.step)
     sparse = sparse_parameters(state.model)
     logger.info(
-        "training %s: %d steps x %d tokens on %d processes, %d sparse tensors, target density %g",
+        "training %s: %d steps x %d tokens on %d process(es), %d sparse tensors, target density %g",
         train.name,
         train.max_steps,
         train.batch_size * run.model.block_size,
