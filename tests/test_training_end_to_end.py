@@ -186,6 +186,13 @@ def test_ctrl_c_writes_checkpoint_then_resumes(tmp_path, encoding, monkeypatch):
     for key, value in expected.items():
         torch.testing.assert_close(actual[key], value, msg=key)
 
+    # The step-10 record averages the losses of steps 1-10, from both sides of the interrupt.
+    def curve(store: Path) -> list[tuple]:
+        lines = (store / "train_curves/tiny/progress.json").read_text().splitlines()
+        return [(r["step"], r["train_xent"], r["test_xent"]) for r in map(json.loads, lines)]
+
+    assert curve(tmp_path / "store") == curve(tmp_path / "whole/store")
+
 
 def test_cli_run_writes_complete_store(tmp_path):
     corpus_dirs = json.dumps([str(REPO / "inference"), str(REPO / "registry")])

@@ -66,6 +66,8 @@ class TrainState:
     step: int = 0  # optimizer steps done
     tokens: int = 0  # tokens trained on, summed over all ranks
     elapsed_s: float = 0.0
+    # Losses of the steps since the last evaluation, averaged into its train_xent.
+    train_losses: list[float] = dataclasses.field(default_factory=list)
     context: DistributedContext = SINGLE_PROCESS
     # The DistributedDataParallel wrapper of ``model`` under torchrun, else None.
     ddp_model: nn.Module | None = None
@@ -140,6 +142,7 @@ def resume_state(
     state.generator.set_state(saved["generator"])
     torch.set_rng_state(saved["torch_rng"])
     state.step, state.tokens, state.elapsed_s = saved["step"], saved["tokens"], saved["elapsed_s"]
+    state.train_losses = list(saved.get("train_losses", []))  # older checkpoints lack them
     logger.info("resumed %s at step %d (%d tokens)", folder, state.step, state.tokens)
     return state
 
@@ -157,6 +160,7 @@ def save_state(state: TrainState, run: RunConfig, folder: Path) -> None:
         "step": state.step,
         "tokens": state.tokens,
         "elapsed_s": state.elapsed_s,
+        "train_losses": list(state.train_losses),
     }
     path = checkpoint.save_checkpoint(folder, payload)
     logger.info("checkpoint at step %d: %s", state.step, path)
@@ -359,7 +363,6 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
         disable=not (train.progress_bar and state.context.is_main),
     )
     state.model.train()
-    train_losses: list[float] = []
     with _stop_on_interrupt(state.context) as interrupted:
         while not is_finished(state, run) and not interrupted.is_set():
             started = time.perf_counter()
@@ -368,14 +371,14 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
             if train.time_budget_s is not None:
                 # The schedules and the stop depend on the time used, so all ranks take rank 0's.
                 state.elapsed_s = state.context.broadcast(state.elapsed_s)
-            train_losses.append(last["loss"])
+            state.train_losses.append(last["loss"])
             bar.update(tokens_per_step)
             bar.set_postfix(loss=f"{last['loss']:.3f}", density=f"{last['density']:.3f}")
 
             done = is_finished(state, run)
             if state.step % train.eval_interval == 0 or done:
-                record = evaluation_record(state, sparse, eval_batches, train_losses, last)
-                train_losses = []
+                record = evaluation_record(state, sparse, eval_batches, state.train_losses, last)
+                state.train_losses = []
                 if state.context.is_main:
                     checkpoint.append_progress(progress, record)
                     _log_progress(record, state)
