@@ -136,6 +136,15 @@ def resume_state(
     """Rebuild the state saved in the checkpoint folder (read by rank 0 under torchrun)."""
     saved = context.call_on_main(lambda: checkpoint.load_checkpoint(folder))
     checkpoint.check_resume_config(saved["run_config"], run)
+    saved_out_dir = saved["run_config"]["train"].get("out_dir")
+    if saved_out_dir is not None and saved_out_dir != run.train.out_dir:
+        logger.warning(
+            "train.out_dir changed from %s to %s: the progress.json records up to step %d stay "
+            "in the old folder, so the run's curve is both files' lines in order",
+            saved_out_dir,
+            run.train.out_dir,
+            saved["step"],
+        )
     state = init_state(run, context)
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
