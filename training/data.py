@@ -1,7 +1,8 @@
 """Token data for pretraining: the corpus encoded once, then random windows of block_size + 1.
 
-The encoded splits are cached as ``.npy`` files keyed by the tokenizer files and the corpus file
-list, so a second run (or a resumed one) skips the encoding.
+The encoded splits are cached as ``.npy`` files keyed by the tokenizer, the split settings and
+``corpus.source_fingerprint`` (path, size and modification time of every candidate file). A second
+run, or a resumed one, then skips both the encoding and the parsing of every corpus file.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ from training.distributed import SINGLE_PROCESS, DistributedContext
 logger = logging.getLogger(__name__)
 
 
-def _cache_key(encoding: tiktoken.Encoding, files: Sequence[corpus.CorpusFile]) -> str:
+def _cache_key(
+    encoding: tiktoken.Encoding,
+    split: str,
+    extra_dirs: Sequence[str],
+    include_stdlib: bool,
+    validation_fraction: float,
+) -> str:
     digest = hashlib.sha256(encoding.name.encode())
     for token_bytes in encoding.token_byte_values():
         digest.update(token_bytes)
-    for corpus_file in files:
-        digest.update(corpus_file.sha256.encode())
+    digest.update(f"{split}\0{include_stdlib}\0{validation_fraction!r}\0".encode())
+    digest.update(corpus.source_fingerprint(extra_dirs, include_stdlib).encode())
     return digest.hexdigest()[:16]
 
 
@@ -42,12 +49,13 @@ def load_split_tokens(
     validation_fraction: float = corpus.VALIDATION_FRACTION,
 ) -> np.ndarray:
     """Return the uint16 tokens of one corpus split, encoding and caching them on first use."""
-    files = corpus.list_files(split, extra_dirs, validation_fraction, include_stdlib)
-    cache_path = cache_dir / f"{split}-{_cache_key(encoding, files)}.npy"
+    key = _cache_key(encoding, split, extra_dirs, include_stdlib, validation_fraction)
+    cache_path = cache_dir / f"{split}-{key}.npy"
     if cache_path.is_file():
         return np.load(cache_path)
 
     started = time.perf_counter()
+    files = corpus.list_files(split, extra_dirs, validation_fraction, include_stdlib)
     tokens = corpus.token_array(encoding, files)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # A name of its own per process, because under torchrun several processes may encode at once.
