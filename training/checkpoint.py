@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from training.config import RunConfig, TrainConfig
+from training.config import RunConfig, TrainConfig, field_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +81,7 @@ def check_resume_config(saved: dict[str, dict[str, Any]], run: RunConfig) -> Non
         )
 
     # A checkpoint written before a setting existed ran with that setting's default.
-    defaults = {
-        f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
-        for f in dataclasses.fields(TrainConfig)
-    }
+    defaults = field_defaults(TrainConfig)
     changed = [
         key
         for key, value in current["train"].items()

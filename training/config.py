@@ -217,16 +217,15 @@ def _check_types(section: str, values: dict[str, Any], cls: type) -> None:
             values[key] = float(value)
 
 
-def _default(cls: type, key: str) -> Any:
-    """Return a field's default value, None for an unknown key or a field with no default."""
+def field_defaults(cls: type) -> dict[str, Any]:
+    """Return the default value of every dataclass field that has one."""
+    defaults = {}
     for entry in dataclasses.fields(cls):
-        if entry.name != key:
-            continue
         if entry.default is not dataclasses.MISSING:
-            return entry.default
-        if entry.default_factory is not dataclasses.MISSING:
-            return entry.default_factory()
-    return None
+            defaults[entry.name] = entry.default
+        elif entry.default_factory is not dataclasses.MISSING:
+            defaults[entry.name] = entry.default_factory()
+    return defaults
 
 
 def load_run_config(preset: str, overrides: list[str] = ()) -> RunConfig:
@@ -249,7 +248,11 @@ def load_run_config(preset: str, overrides: list[str] = ()) -> RunConfig:
             (model_values, GPTConfig) if section == "model" else (train_values, TrainConfig)
         )
         logger.warning(
-            "override %s.%s: %r -> %r", section, key, target.get(key, _default(cls, key)), value
+            "override %s.%s: %r -> %r",
+            section,
+            key,
+            target.get(key, field_defaults(cls).get(key)),
+            value,
         )
         target[key] = value
 
