@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +21,32 @@ from pruning.config import PruneConfig  # no torch import, so --help stays fast
 logger = logging.getLogger("pruning")
 
 DEFAULT_SWEEP_KS = (16, 32, 64, 128, 256, 512)
+
+
+def _finite_float(text: str) -> float:
+    """Parse a command-line number that is neither NaN nor infinite."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is invalid; use a finite number")
+    return value
+
+
+def _int_at_least(minimum: int):
+    """Return an argparse type for integers from ``minimum`` up to 2**63 - 1."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not minimum <= value < 2**63:
+            raise argparse.ArgumentTypeError(f"{value} is invalid; use {minimum} or more")
+        return value
+
+    return parse
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +72,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     # Mask training and k search.
     parser.add_argument(
         "--target-loss",
-        type=float,
+        type=_finite_float,
         default=PruneConfig.target_loss,
         help="per-sequence task loss (nats) that the k search aims for",
     )
@@ -53,33 +81,39 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--k-coef",
-        type=float,
+        type=_finite_float,
         default=PruneConfig.k_coef,
         help="loss penalty per open gate (nats per node)",
     )
     parser.add_argument(
-        "--lr", type=float, default=PruneConfig.lr, help="AdamW learning rate of the taus"
+        "--lr", type=_finite_float, default=PruneConfig.lr, help="AdamW learning rate of the taus"
     )
     parser.add_argument(
         "--batch-size", type=int, default=PruneConfig.batch_size, help="pairs per training step"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the gate initialisation and batch order"
+        "--seed",
+        type=_int_at_least(0),
+        default=0,
+        help="seed of the gate initialisation and batch order",
     )
 
     # Validation-corpus windows for the ablation means and the activation examples.
     parser.add_argument(
-        "--mean-windows", type=int, default=256, help="validation windows for the ablation means"
+        "--mean-windows",
+        type=_int_at_least(1),
+        default=256,
+        help="validation windows for the ablation means",
     )
     parser.add_argument(
         "--window-len",
-        type=int,
+        type=_int_at_least(2),
         default=128,
         help="tokens per validation window (capped at block_size)",
     )
     parser.add_argument(
         "--example-windows",
-        type=int,
+        type=_int_at_least(0),
         default=64,
         help="validation windows searched for top/bottom examples (0: none)",
     )
@@ -89,6 +123,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="also write the gradient-attribution baseline sweep",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a sweep folder that already exists (its files are deleted first)",
     )
     parser.add_argument(
         "--progress",
@@ -109,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="find the k_optim circuit of one task (and any --k)")
     _add_run_options(prune)
     prune.add_argument(
-        "--k", type=int, nargs="*", default=[], help="also write circuits with these node counts"
+        "--k",
+        type=_int_at_least(0),
+        nargs="*",
+        default=[],
+        help="also write circuits with these node counts",
     )
 
     sweep = commands.add_parser(
@@ -117,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(sweep)
     sweep.add_argument(
-        "--ks", type=int, nargs="+", default=list(DEFAULT_SWEEP_KS), help="node counts to write"
+        "--ks",
+        type=_int_at_least(0),
+        nargs="+",
+        default=list(DEFAULT_SWEEP_KS),
+        help="node counts to write",
     )
 
     search = commands.add_parser(
@@ -125,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Optuna search for the hyperparameters giving the smallest circuit at the target loss",
     )
     _add_run_options(search)
-    search.add_argument("--n-trials", type=int, default=10, help="trials this process runs")
+    search.add_argument(
+        "--n-trials", type=_int_at_least(1), default=10, help="trials this process runs"
+    )
     search.add_argument(
         "--study-name", default=None, help="Optuna study name (default: <model>-<task>)"
     )
@@ -180,13 +229,14 @@ def _run(args, parser) -> int:
 
     store_root = _store_root(args, parser)
     config = _prune_config(args, parser)
+    ks = args.k if args.command == "prune" else args.ks
+    _check_before_loading(args, store_root, ks)
     loaded = load_model_for_pruning(
         args.model_dir,
         n_mean_windows=args.mean_windows,
         window_len=args.window_len,
         n_example_windows=args.example_windows,
     )
-    ks = args.k if args.command == "prune" else args.ks
     for task_name in args.task:
         setup = setup_task(loaded, task_name, config, progress=args.progress)
         summary = run_sweep(setup, rank_by_mask_training(setup), store_root=store_root, ks=ks)
@@ -196,6 +246,42 @@ def _run(args, parser) -> int:
             baseline = run_sweep(setup, rank_by_attribution(setup), store_root=store_root, ks=ks)
             print(f"{task_name} (attribution baseline): k_optim={baseline['k_optim']}")
     return 0
+
+
+def _check_before_loading(args, store_root: Path, ks: list[int]) -> None:
+    """Raise for bad task names, k values or output folders before the slow model load, and
+    clear the sweep folders that --overwrite replaces."""
+    from inference.circuit import num_total_nodes
+    from inference.loading import CONFIG_FILE, read_config
+    from pruning.run import ATTRIBUTION_SWEEP, PRUNE_SWEEP
+    from pruning.vizdata import sweep_dir
+    from registry.tasks import list_task_names
+
+    unknown = [name for name in args.task if name not in list_task_names()]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; available: {', '.join(list_task_names())}")
+    n_total = num_total_nodes(read_config(args.model_dir / CONFIG_FILE))
+    bad = [k for k in ks if k > n_total]
+    if bad:
+        raise ValueError(f"k values {bad} are above {n_total}, this model's node count")
+    for path in (store_root, *store_root.parents):
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"{path} is a file; pass a store folder with --store")
+
+    sweeps = [PRUNE_SWEEP, ATTRIBUTION_SWEEP] if args.baseline else [PRUNE_SWEEP]
+    model_name = args.model_dir.resolve().name
+    folders = [
+        sweep_dir(store_root, model_name, task, sweep) for task in args.task for sweep in sweeps
+    ]
+    existing = [folder for folder in folders if folder.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(
+            f"{', '.join(map(str, existing))} already exist; pass --overwrite to replace them, "
+            "or --store to write elsewhere"
+        )
+    for folder in existing:
+        shutil.rmtree(folder)
+        logger.warning("--overwrite: deleted %s", folder)
 
 
 def _search(args, parser) -> int:
@@ -266,11 +352,20 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     keep_freed_memory_or_exit()
-    if args.command == "verify":
-        return _verify(args)
-    if args.command == "search":
-        return _search(args, parser)
-    return _run(args, parser)
+    try:
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "search":
+            return _search(args, parser)
+        return _run(args, parser)
+    except KeyboardInterrupt:
+        raise SystemExit("stopped by Ctrl-C") from None
+    except (ValueError, OSError, KeyError) as err:
+        # Bad input: an unknown name, a missing or damaged file, an existing sweep. The message
+        # names the value and the fix, so the traceback is shown at DEBUG level only.
+        logger.debug("traceback of the error below", exc_info=True)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise SystemExit(f"error: {message}") from None
 
 
 if __name__ == "__main__":

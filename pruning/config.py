@@ -18,6 +18,7 @@ circuit, so lr stays at 3e-3.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,10 @@ class PruneConfig:
             "grad_clip",
             "target_loss",
         )
+        for entry in dataclasses.fields(self):
+            value = getattr(self, entry.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{entry.name}={value} is invalid; use a finite number")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")

@@ -14,6 +14,7 @@ The pairs are the first `n_eval_pairs` test pairs, as recorded in prune_config.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -46,7 +47,19 @@ def random_circuit(config, n_nodes: int, seed: int) -> dict[str, torch.Tensor]:
 
 def verify_viz_data(viz_path: str | Path, model, *, seed: int = 0) -> dict[str, float]:
     """Recompute the losses of a viz_data file; return them with the stored value."""
-    viz = torch.load(viz_path, map_location="cpu", weights_only=True)
+    try:
+        viz = torch.load(viz_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
+        # torch raises RuntimeError for a damaged zip and EOFError for an empty file.
+        raise ValueError(
+            f"cannot load {viz_path} ({type(err).__name__}: {err}); pass a viz_data.pt "
+            "written by `python -m pruning sweep`, or run the sweep again"
+        ) from err
+    if not isinstance(viz, dict) or "prune_config" not in viz:
+        raise ValueError(
+            f"{viz_path} has no prune_config, so it is not a viz_data.pt of this project's "
+            "pruner; pass one written by `python -m pruning sweep`"
+        )
     prune_config = viz["prune_config"]
     missing = [key for key in ("task", "logit_scale", "logit_shift") if key not in prune_config]
     if missing:
