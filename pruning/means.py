@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,24 @@ def encoding_identity(encoding) -> str:
     return digest.hexdigest()
 
 
+def _read_cache(path: Path, what: str):
+    """Return the contents of a cache file, or None when it is missing or damaged.
+
+    A damaged file (cut short by a kill, say) is deleted with a warning, so the caller recomputes
+    and rewrites it instead of failing on every later run.
+    """
+    if not path.is_file():
+        return None
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
+        logger.warning("%s: cache file %s is damaged (%s); deleting it", what, path, err)
+        path.unlink(missing_ok=True)
+        return None
+    logger.info("%s: read from cache %s", what, path)
+    return contents
+
+
 def cached_validation_windows(
     encoding, n_windows: int, window_len: int, *, cache_root: Path | None = None
 ) -> torch.Tensor:
@@ -83,9 +102,9 @@ def cached_validation_windows(
     )
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     path = _cache_root(cache_root) / WINDOWS_CACHE_SUBDIR / f"{name}.pt"
-    if path.is_file():
-        logger.info("validation windows: read from cache %s", path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+    cached = _read_cache(path, "validation windows")
+    if cached is not None:
+        return cached
 
     windows = validation_windows(encoding, n_windows, window_len)
     _save_atomic(windows, path)
@@ -144,9 +163,9 @@ def cached_means(
         return compute_means(model, windows)
 
     path = _cache_path(identity, windows, cache_root)
-    if path.is_file():
-        logger.info("ablation means: read from cache %s", path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+    cached = _read_cache(path, "ablation means")
+    if cached is not None:
+        return cached
 
     means = compute_means(model, windows)
     _save_atomic(means, path)

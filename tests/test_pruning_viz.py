@@ -359,6 +359,20 @@ def test_means_cache_round_trip(tmp_path):
         assert torch.equal(first[loc], second[loc])
 
 
+def test_damaged_means_cache_is_recomputed(tmp_path):
+    model = GPT(tiny_config(n_layer=1))
+    windows = torch.randint(0, 2047, (2, 8), generator=torch.Generator().manual_seed(4))
+    first = cached_means(model, windows, identity="abc", cache_root=tmp_path)
+    (cache_file,) = (tmp_path / "ablation_means").glob("*.pt")
+    cache_file.write_bytes(cache_file.read_bytes()[:100])  # cut short, as by a kill
+
+    second = cached_means(model, windows, identity="abc", cache_root=tmp_path)
+    for loc in first:
+        assert torch.equal(first[loc], second[loc])
+    third = torch.load(cache_file, weights_only=True)  # rewritten whole
+    assert sorted(third) == sorted(first)
+
+
 def test_validation_windows_cache(tmp_path, monkeypatch):
     from registry import corpus
     from registry.store import Store
