@@ -67,7 +67,7 @@ def encoding_identity(encoding) -> str:
     return digest.hexdigest()
 
 
-def _read_cache(path: Path, what: str):
+def _read_cache(path: Path, cache_name: str):
     """Return the contents of a cache file, or None when it is missing or damaged.
 
     A damaged file (cut short by a kill, say) is deleted with a warning, so the caller recomputes
@@ -78,10 +78,10 @@ def _read_cache(path: Path, what: str):
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
-        logger.warning("%s: cache file %s is damaged (%s); deleting it", what, path, err)
+        logger.warning("%s: cache file %s is damaged (%s); deleting it", cache_name, path, err)
         path.unlink(missing_ok=True)
         return None
-    logger.info("%s: read from cache %s", what, path)
+    logger.info("%s: read from cache %s", cache_name, path)
     return contents
 
 
