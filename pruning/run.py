@@ -148,7 +148,11 @@ class LoadedModel:
 def load_model_for_pruning(
     model_dir: str | Path, *, n_mean_windows: int, window_len: int, n_example_windows: int
 ) -> LoadedModel:
-    """Load a model folder and its (cached) ablation means over validation-corpus windows."""
+    """Load a model folder and its (cached) ablation means over validation-corpus windows.
+
+    NOTE: the tokenizer, and so the task datasets, come from the default store
+    (CIRCUIT_SPARSITY_STORE, else the embedded one), not from the store that holds `model_dir`.
+    """
     from inference.gpt import load_model
     from pruning.means import cached_means, cached_validation_windows, model_file_identity
     from registry.tokenizer import get_encoding
