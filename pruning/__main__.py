@@ -21,6 +21,7 @@ from pruning.config import PruneConfig  # no torch import, so --help stays fast
 logger = logging.getLogger("pruning")
 
 DEFAULT_SWEEP_KS = (16, 32, 64, 128, 256, 512)
+DEFAULT_EXAMPLE_WINDOWS = 64
 
 
 def _finite_float(text: str) -> float:
@@ -114,7 +115,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--example-windows",
         type=_int_at_least(0),
-        default=64,
+        default=DEFAULT_EXAMPLE_WINDOWS,
         help="validation windows searched for top/bottom examples (0: none)",
     )
 
@@ -291,6 +292,18 @@ def _search(args, parser) -> int:
 
     if len(args.task) != 1:
         parser.error("search takes exactly one --task")
+    # Each trial draws its own k_coef and lr, and a search writes no viz data.
+    ignored = {
+        "--store": args.store is not None,
+        "--baseline": args.baseline,
+        "--overwrite": args.overwrite,
+        "--example-windows": args.example_windows != DEFAULT_EXAMPLE_WINDOWS,
+        "--k-coef": args.k_coef != PruneConfig.k_coef,
+        "--lr": args.lr != PruneConfig.lr,
+    }
+    given = [option for option, is_set in ignored.items() if is_set]
+    if given:
+        parser.error(f"search does not use {', '.join(given)}; drop them (see search --help)")
     try:
         make_storage(args.storage)
     except ValueError as err:

@@ -102,5 +102,28 @@ def run_search(
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=base.seed + os.getpid() % 1000),
     )
+    _check_study_settings(study, base)
     study.optimize(objective, n_trials=n_trials)
     return study
+
+
+def _check_study_settings(study: optuna.Study, base: PruneConfig) -> None:
+    """Record the settings that trials do not draw on a new study, or check them on a shared one.
+
+    Trials run with other settings give k values that cannot be compared, so a mismatch raises.
+    """
+    # The seed may differ between workers: it only moves the gate initialisation and batch order.
+    drawn = {*SEARCH_SPACE, "seed"}
+    fixed = {key: value for key, value in base.to_dict().items() if key not in drawn}
+    saved = study.user_attrs.get("fixed_settings")
+    if saved is None:
+        study.set_user_attr("fixed_settings", fixed)
+        return
+    changed = sorted(key for key in fixed if saved.get(key) != fixed[key])
+    if changed:
+        was = {key: saved.get(key) for key in changed}
+        raise ValueError(
+            f"study {study.study_name!r} was started with {was}, not "
+            f"{ {key: fixed[key] for key in changed} }; use the same settings or another "
+            "--study-name"
+        )

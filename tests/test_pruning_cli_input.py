@@ -82,3 +82,13 @@ def test_verify_damaged_file_is_one_line(tmp_path, content, message):
     text = str(exit_info.value)
     assert text.startswith(f"error: cannot load {damaged} ({message}")
     assert text.endswith("or run the sweep again")
+
+
+def test_search_rejects_options_it_ignores(capsys, no_model_load):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["search", "--model-dir", str(MODEL_DIR), "--task", "single_double_quote"]
+            + ["--store", "/tmp/unused", "--lr", "0.01"]
+        )
+    assert exit_info.value.code == 2
+    assert "search does not use --store, --lr; drop them" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Optuna search over pruning hyperparameters: trials, storages, and workers sharing one study."""
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -71,3 +72,28 @@ def test_two_workers_share_one_journal_study(tmp_path):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4
     assert len({t.user_attrs["worker_pid"] for t in complete}) == 2
+
+
+def test_shared_study_rejects_other_target_loss(tmp_path):
+    model = planted_model()
+    means = planted_means(model)
+    storage = f"journal:{tmp_path / 'study.log'}"
+    run_search(model, planted_task().xs, means, FAST, n_trials=1, study_name="s", storage=storage)
+
+    other_seed = dataclasses.replace(FAST, seed=5)  # another worker's seed is fine
+    study = run_search(
+        model, planted_task().xs, means, other_seed, n_trials=1, study_name="s", storage=storage
+    )
+    assert len(study.trials) == 2
+
+    other_target = dataclasses.replace(FAST, target_loss=5.0)
+    with pytest.raises(ValueError, match=r"study 's' was started with \{'target_loss': 0.15\}"):
+        run_search(
+            model,
+            planted_task().xs,
+            means,
+            other_target,
+            n_trials=1,
+            study_name="s",
+            storage=storage,
+        )
