@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,4 +204,25 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> GPTConfi
             f"({', '.join(sorted(fields))})"
         )
 
-    return GPTConfig(**{key: value for key, value in raw.items() if key in fields})
+    values = {key: value for key, value in raw.items() if key in fields}
+    _check_numbers(values, source)
+    return GPTConfig(**values)
+
+
+def _check_numbers(values: dict[str, Any], source: str) -> None:
+    """Raise ValueError for a numeric field given as a string or as NaN or infinity.
+
+    NOTE: only numbers are checked. Released configs are not known to give bools as 0 and 1,
+    but that is not ruled out, so bool fields stay as lenient as Python's truth values.
+    """
+    hints = typing.get_type_hints(GPTConfig)
+    for key, value in values.items():
+        numeric = {int, float} & {hints[key], *typing.get_args(hints[key])}
+        if not numeric:
+            continue
+        if isinstance(value, str) or (
+            value is None and type(None) not in typing.get_args(hints[key])
+        ):
+            raise ValueError(f"{source}: {key}={value!r} is invalid; expected a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{source}: {key}={value!r} is invalid; expected a finite number")

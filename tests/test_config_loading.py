@@ -36,6 +36,19 @@ def test_unknown_keys_named_at_once():
         config_from_dict({**BASE, "wings": 2, "colour": "red"})
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("block_size", "256", "block_size='256' is invalid; expected a number"),
+        ("n_layer", None, "n_layer=None is invalid; expected a number"),
+        ("dropout", float("nan"), "dropout=nan is invalid; expected a finite number"),
+    ],
+)
+def test_bad_number_names_file_and_field(field, value, message):
+    with pytest.raises(ValueError, match=f"^x.json: {message}$"):
+        config_from_dict({**BASE, field: value}, source="x.json")
+
+
 def test_n_mlp_becomes_d_mlp():
     assert config_from_dict({**BASE, "n_mlp": 24}).d_mlp == 24
 
