@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -24,16 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == REPO / "benchmarks":
     sys.path[0] = str(REPO)
 
-
-def positive_int(text: str) -> int:
-    """Parse a command-line integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is invalid; use 1 or more")
-    return value
+from inference.cli import exit_on_bad_input, int_at_least  # noqa: E402  (after the path fix)
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,9 +35,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--preset", default="embedded_sparse", help="training preset (name or .toml)"
     )
-    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps of each kind")
     parser.add_argument(
-        "--threads", type=positive_int, default=os.cpu_count(), help="torch CPU threads"
+        "--steps", type=int_at_least(1), default=10, help="timed steps of each kind"
+    )
+    parser.add_argument(
+        "--threads", type=int_at_least(1), default=os.cpu_count(), help="torch CPU threads"
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     return parser.parse_args()
@@ -63,10 +57,8 @@ def main() -> None:
     from inference.allocator import keep_freed_memory_or_exit
 
     keep_freed_memory_or_exit()
-    try:
+    with exit_on_bad_input(logging.getLogger("benchmarks.training")):  # a bad preset or value
         run = load_run_config(args.preset)
-    except (ValueError, OSError) as err:  # an unknown preset or a bad value in it
-        raise SystemExit(f"error: {err}") from None
     train = run.train
     torch.manual_seed(train.seed)
 

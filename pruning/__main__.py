@@ -10,44 +10,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import shutil
 import sys
 from pathlib import Path
 
 from inference.allocator import keep_freed_memory_or_exit  # no torch import either
+from inference.cli import exit_on_bad_input, finite_float, int_at_least
 from pruning.config import PruneConfig  # no torch import, so --help stays fast
 
 logger = logging.getLogger("pruning")
 
 DEFAULT_SWEEP_KS = (16, 32, 64, 128, 256, 512)
 DEFAULT_EXAMPLE_WINDOWS = 64
-
-
-def _finite_float(text: str) -> float:
-    """Parse a command-line number that is neither NaN nor infinite."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is invalid; use a finite number")
-    return value
-
-
-def _int_at_least(minimum: int):
-    """Return an argparse type for integers from ``minimum`` up to 2**63 - 1."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not minimum <= value < 2**63:
-            raise argparse.ArgumentTypeError(f"{value} is invalid; use {minimum} or more")
-        return value
-
-    return parse
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +47,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     # Mask training and k search.
     parser.add_argument(
         "--target-loss",
-        type=_finite_float,
+        type=finite_float,
         default=PruneConfig.target_loss,
         help="per-sequence task loss (nats) that the k search aims for",
     )
@@ -82,19 +56,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--k-coef",
-        type=_finite_float,
+        type=finite_float,
         default=PruneConfig.k_coef,
         help="loss penalty per open gate (nats per node)",
     )
     parser.add_argument(
-        "--lr", type=_finite_float, default=PruneConfig.lr, help="AdamW learning rate of the taus"
+        "--lr", type=finite_float, default=PruneConfig.lr, help="AdamW learning rate of the taus"
     )
     parser.add_argument(
         "--batch-size", type=int, default=PruneConfig.batch_size, help="pairs per training step"
     )
     parser.add_argument(
         "--seed",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=0,
         help="seed of the gate initialisation and batch order",
     )
@@ -102,19 +76,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     # Validation-corpus windows for the ablation means and the activation examples.
     parser.add_argument(
         "--mean-windows",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=256,
         help="validation windows for the ablation means",
     )
     parser.add_argument(
         "--window-len",
-        type=_int_at_least(2),
+        type=int_at_least(2),
         default=128,
         help="tokens per validation window (capped at block_size)",
     )
     parser.add_argument(
         "--example-windows",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=DEFAULT_EXAMPLE_WINDOWS,
         help="validation windows searched for top/bottom examples (0: none)",
     )
@@ -150,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(prune)
     prune.add_argument(
         "--k",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         nargs="*",
         default=[],
         help="also write circuits with these node counts",
@@ -162,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(sweep)
     sweep.add_argument(
         "--ks",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         nargs="+",
         default=list(DEFAULT_SWEEP_KS),
         help="node counts to write",
@@ -174,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(search)
     search.add_argument(
-        "--n-trials", type=_int_at_least(1), default=10, help="trials this process runs"
+        "--n-trials", type=int_at_least(1), default=10, help="trials this process runs"
     )
     search.add_argument(
         "--study-name", default=None, help="Optuna study name (default: <model>-<task>)"
@@ -301,9 +275,11 @@ def _search(args, parser) -> int:
         "--k-coef": args.k_coef != PruneConfig.k_coef,
         "--lr": args.lr != PruneConfig.lr,
     }
-    given = [option for option, is_set in ignored.items() if is_set]
-    if given:
-        parser.error(f"search does not use {', '.join(given)}; drop them (see search --help)")
+    unused_options = [option for option, is_set in ignored.items() if is_set]
+    if unused_options:
+        parser.error(
+            f"search does not use {', '.join(unused_options)}; drop them (see search --help)"
+        )
     try:
         make_storage(args.storage)
     except ValueError as err:
@@ -365,20 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     keep_freed_memory_or_exit()
-    try:
+    # Bad input: an unknown name, a missing or damaged file, an existing sweep.
+    with exit_on_bad_input(logger, (ValueError, OSError, KeyError)):
         if args.command == "verify":
             return _verify(args)
         if args.command == "search":
             return _search(args, parser)
         return _run(args, parser)
-    except KeyboardInterrupt:
-        raise SystemExit("stopped by Ctrl-C") from None
-    except (ValueError, OSError, KeyError) as err:
-        # Bad input: an unknown name, a missing or damaged file, an existing sweep. The message
-        # names the value and the fix, so the traceback is shown at DEBUG level only.
-        logger.debug("traceback of the error below", exc_info=True)
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise SystemExit(f"error: {message}") from None
 
 
 if __name__ == "__main__":

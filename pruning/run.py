@@ -151,7 +151,7 @@ def load_model_for_pruning(
     """Load a model folder and its (cached) ablation means over validation-corpus windows.
 
     NOTE: the tokenizer, and so the task datasets, come from the default store
-    (CIRCUIT_SPARSITY_STORE, else the embedded one), not from the store that holds `model_dir`.
+    (CIRCUIT_SPARSITY_STORE, else the embedded one), not from the store that contains `model_dir`.
     """
     from inference.gpt import load_model
     from pruning.means import cached_means, cached_validation_windows, model_file_identity

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from inference.allocator import keep_freed_memory_or_exit
+from inference.cli import exit_on_bad_input
 
 logger = logging.getLogger("training")
 
@@ -204,16 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         "eval-tasks": _run_eval_tasks,
         "join-curves": _run_join_curves,
     }
-    try:
+    # Bad input: a config value, a missing file or folder, a run that exists.
+    with exit_on_bad_input(logger):
         commands[args.command](args)
-    except KeyboardInterrupt as err:
-        # TrainingInterrupted names the checkpoint folder in its message; a bare Ctrl-C has none.
-        raise SystemExit(f"stopped: {err}" if str(err) else "stopped by Ctrl-C") from None
-    except (ValueError, OSError) as err:
-        # Bad input: a config value, a missing file or folder, a run that exists. The message
-        # names the value and the fix, so the traceback is shown at DEBUG level only.
-        logger.debug("traceback of the error below", exc_info=True)
-        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":
