@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-MAX_INT = 2**63 - 1  # the largest signed 64-bit integer, the widest that torch seeds accept
+MAX_INT = 2**63 - 1  # the largest signed 64-bit integer: a bound chosen here for seeds and counts
 
 
 def finite_float(text: str) -> float:
