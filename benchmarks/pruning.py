@@ -195,7 +195,7 @@ class Model:
     def task(self, task_name: str):
         from registry.tasks import get_task
 
-        return get_task(task_name, self.loaded.model.config.tokenizer_name)
+        return get_task(task_name, self.loaded.encoding)
 
     def longest_prompt(self, task_name: str) -> int:
         """Return the token count of the task's longest sequence, train and test pairs."""

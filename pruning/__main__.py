@@ -291,7 +291,7 @@ def _search(args, parser) -> int:
         window_len=args.window_len,
         n_example_windows=0,
     )
-    task = get_task(args.task[0], loaded.model.config.tokenizer_name)
+    task = get_task(args.task[0], loaded.encoding)
     study = run_search(
         loaded.model,
         task.xs,
@@ -310,10 +310,12 @@ def _search(args, parser) -> int:
 
 def _verify(args) -> int:
     from inference.gpt import load_model
+    from pruning.run import model_encoding
     from pruning.verify import losses_match, verify_viz_data
 
     model = load_model(str(args.model_dir))
-    results = verify_viz_data(args.viz_data, model, seed=args.seed)
+    encoding = model_encoding(args.model_dir, model.config.tokenizer_name)
+    results = verify_viz_data(args.viz_data, model, seed=args.seed, encoding=encoding)
     print(
         f"verify {args.viz_data} ({int(results['n_nodes'])} nodes), per-sequence task loss on test pairs:"
     )

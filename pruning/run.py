@@ -136,38 +136,60 @@ def run_sweep(
 
 @dataclass
 class LoadedModel:
-    """A model with what every task run on it shares: ablation means and example windows."""
+    """A model with what every task run on it shares: encoding, ablation means, example windows."""
 
     model: torch.nn.Module
     name: str
+    encoding: object  # tiktoken.Encoding
     means: dict[str, torch.Tensor]
     example_windows: torch.Tensor | None
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def model_encoding(model_dir: str | Path, tokenizer_name: str):
+    """Return the encoding `tokenizer_name`, read from the store that contains `model_dir`.
+
+    A model folder at `<store>/models/<name>` uses the tokenizer files of `<store>` when that
+    store has them. Otherwise, and for a folder outside any store, the default store's are used
+    (CIRCUIT_SPARSITY_STORE, else the embedded store).
+    """
+    from registry.store import Store
+    from registry.tokenizer import ENCODING_FOLDERS, get_encoding
+
+    model_dir = Path(model_dir).resolve()
+    folder = ENCODING_FOLDERS.get(tokenizer_name)
+    if folder is not None and model_dir.parent.name == "models":
+        store_root = model_dir.parent.parent
+        if (store_root / folder / "encoder.json").is_file():
+            return get_encoding(tokenizer_name, Store(store_root))
+        logger.info(
+            "%s has no %s/encoder.json: encoding %s comes from the default store",
+            store_root,
+            folder,
+            tokenizer_name,
+        )
+    return get_encoding(tokenizer_name)
+
+
 def load_model_for_pruning(
     model_dir: str | Path, *, n_mean_windows: int, window_len: int, n_example_windows: int
 ) -> LoadedModel:
-    """Load a model folder and its (cached) ablation means over validation-corpus windows.
-
-    NOTE: the tokenizer, and so the task datasets, come from the default store
-    (CIRCUIT_SPARSITY_STORE, else the embedded one), not from the store that contains `model_dir`.
-    """
+    """Load a model folder, its encoding and its (cached) ablation means over validation windows."""
     from inference.gpt import load_model
     from pruning.means import cached_means, cached_validation_windows, model_file_identity
-    from registry.tokenizer import get_encoding
 
     timings: dict[str, float] = {}
     with phase("load model", timings):
         model = load_model(str(model_dir))
-        encoding = get_encoding(model.config.tokenizer_name)
+        encoding = model_encoding(model_dir, model.config.tokenizer_name)
     with phase("ablation means", timings):
         window_len = min(window_len, model.config.block_size)
         windows = cached_validation_windows(encoding, n_mean_windows, window_len)
         means = cached_means(model, windows, identity=model_file_identity(model_dir))
     step = max(1, len(windows) // max(1, n_example_windows))
     example_windows = windows[::step][:n_example_windows] if n_example_windows else None
-    return LoadedModel(model, Path(model_dir).resolve().name, means, example_windows, timings)
+    name = Path(model_dir).resolve().name
+    return LoadedModel(model, name, encoding, means, example_windows, timings)
 
 
 def setup_task(loaded: LoadedModel, task_name: str, config, *, progress: bool) -> PruneSetup:
@@ -176,7 +198,7 @@ def setup_task(loaded: LoadedModel, task_name: str, config, *, progress: bool) -
 
     timings = dict(loaded.timings)
     with phase("task and full model loss", timings):
-        task = get_task(task_name, loaded.model.config.tokenizer_name)
+        task = get_task(task_name, loaded.encoding)
         setup = PruneSetup(
             model=loaded.model,
             task=task,

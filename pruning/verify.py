@@ -45,8 +45,13 @@ def random_circuit(config, n_nodes: int, seed: int) -> dict[str, torch.Tensor]:
     return circuit
 
 
-def verify_viz_data(viz_path: str | Path, model, *, seed: int = 0) -> dict[str, float]:
-    """Recompute the losses of a viz_data file; return them with the stored value."""
+def verify_viz_data(
+    viz_path: str | Path, model, *, seed: int = 0, encoding=None
+) -> dict[str, float]:
+    """Recompute the losses of a viz_data file; return them with the stored value.
+
+    `encoding` builds the task (default: the model's tokenizer_name from the default store).
+    """
     try:
         viz = torch.load(viz_path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, OSError) as err:
@@ -70,7 +75,7 @@ def verify_viz_data(viz_path: str | Path, model, *, seed: int = 0) -> dict[str, 
     if "ablation_means" not in viz:
         raise ValueError(f"{viz_path}: no ablation_means; cannot rerun the circuit")
 
-    task = get_task(prune_config["task"], model.config.tokenizer_name)
+    task = get_task(prune_config["task"], encoding or model.config.tokenizer_name)
     n_eval_pairs = int(prune_config.get("n_eval_pairs", len(task.xs_test)))
     batch = make_batch(task.xs_test[:n_eval_pairs], model.config.block_size)
     circuit, means = viz["circuit_data"], viz["ablation_means"]

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import torch
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.keys import Keys
 from tiny_store import MODEL, SWEEP, TASK
 
@@ -206,11 +207,19 @@ def test_node_search_filters_with_selection(dash_duo, webapp_app, webapp_store):
     while time.monotonic() < deadline and search.get_attribute("value") != "post_act":
         time.sleep(0.2)
     assert search.get_attribute("value") == "post_act"
-    time.sleep(0.5)
-    labels = [
-        option.text
-        for option in dash_duo.find_elements(".dash-dropdown-content .dash-dropdown-option")
-    ]
+
+    def option_labels() -> list[str]:
+        options = dash_duo.find_elements(".dash-dropdown-content .dash-dropdown-option")
+        try:
+            return [option.text for option in options]
+        except StaleElementReferenceException:  # the list re-rendered while it was read
+            return []
+
+    deadline = time.monotonic() + 10
+    labels = option_labels()
+    while time.monotonic() < deadline and not (labels and all("post_act" in x for x in labels)):
+        time.sleep(0.2)
+        labels = option_labels()
     assert labels
     assert all("post_act" in label for label in labels), labels
     assert _severe_logs(dash_duo) == []

@@ -385,3 +385,43 @@ def test_pairs_per_step_keeps_token_budget():
 def test_max_batch_tokens_must_be_positive():
     with pytest.raises(ValueError, match="max_batch_tokens=0 must be positive"):
         PruneConfig(max_batch_tokens=0)
+
+
+def _store_with_small_tokenizer(root, n_merges: int):
+    """Write `root/stdlib_2k` with the embedded tokenizer's first `n_merges` merges only."""
+    import json
+    from pathlib import Path
+
+    embedded = Path(__file__).resolve().parents[1] / "store" / "stdlib_2k"
+    merges = embedded.joinpath("vocab.bpe").read_text(encoding="utf-8").splitlines()
+    ranks = json.loads(embedded.joinpath("encoder.json").read_text(encoding="utf-8"))
+
+    n_tokens = 256 + n_merges
+    folder = root / "stdlib_2k"
+    folder.mkdir(parents=True)
+    folder.joinpath("vocab.bpe").write_text("\n".join(merges[: 1 + n_merges]) + "\n", "utf-8")
+    kept = {token: rank for token, rank in ranks.items() if rank < n_tokens}
+    kept["<|endoftext|>"] = n_tokens
+    folder.joinpath("encoder.json").write_text(json.dumps(kept), encoding="utf-8")
+
+
+def test_model_encoding_reads_model_store(tmp_path):
+    from pruning.run import model_encoding
+
+    _store_with_small_tokenizer(tmp_path / "other", n_merges=100)
+    model_dir = tmp_path / "other" / "models" / "m"
+    model_dir.mkdir(parents=True)
+
+    assert model_encoding(model_dir, "stdlib_2k").n_vocab == 357
+
+
+def test_model_encoding_falls_back_to_default(tmp_path):
+    from pruning.run import model_encoding
+
+    outside = tmp_path / "elsewhere" / "m"
+    outside.mkdir(parents=True)
+    no_tokenizer = tmp_path / "bare" / "models" / "m"
+    no_tokenizer.mkdir(parents=True)
+
+    assert model_encoding(outside, "stdlib_2k").n_vocab == 2048
+    assert model_encoding(no_tokenizer, "stdlib_2k").n_vocab == 2048
