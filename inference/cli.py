@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 MAX_INT = 2**63 - 1  # the largest signed 64-bit integer: a bound chosen here for seeds and counts
 
@@ -39,6 +40,15 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def check_output_folder(folder: Path, fix: str) -> None:
+    """Raise NotADirectoryError, ending with `fix`, when `folder` or a folder above it is a file."""
+    for path in (folder, *folder.parents):
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(
+                f"{path} is a file, so {folder} cannot be an output folder; {fix}"
+            )
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from inference.allocator import keep_freed_memory_or_exit  # no torch import either
-from inference.cli import exit_on_bad_input, finite_float, int_at_least
+from inference.cli import check_output_folder, exit_on_bad_input, finite_float, int_at_least
 from pruning.config import PruneConfig  # no torch import, so --help stays fast
 
 logger = logging.getLogger("pruning")
@@ -239,9 +239,7 @@ def _check_before_loading(args, store_root: Path, ks: list[int]) -> None:
     bad = [k for k in ks if k > n_total]
     if bad:
         raise ValueError(f"k values {bad} are above {n_total}, this model's node count")
-    for path in (store_root, *store_root.parents):
-        if path.exists() and not path.is_dir():
-            raise NotADirectoryError(f"{path} is a file; pass a store folder with --store")
+    check_output_folder(store_root, "pass a store folder with --store")
 
     sweeps = [PRUNE_SWEEP, ATTRIBUTION_SWEEP] if args.baseline else [PRUNE_SWEEP]
     model_name = args.model_dir.resolve().name

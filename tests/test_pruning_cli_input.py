@@ -62,7 +62,10 @@ def test_existing_sweep_kept_without_overwrite(tmp_path, no_model_load):
 
 def test_store_that_is_a_file(tmp_path, no_model_load):
     (tmp_path / "out").write_text("")
-    with pytest.raises(SystemExit, match="out is a file; pass a store folder with --store"):
+    with pytest.raises(
+        SystemExit,
+        match="out is a file, so .* cannot be an output folder; pass a store folder with --store",
+    ):
         _sweep(tmp_path, "--task", "single_double_quote")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from inference.cli import check_output_folder
 from training.config import RunConfig, TrainConfig, field_defaults
 
 logger = logging.getLogger(__name__)
@@ -134,12 +135,7 @@ def remove_run(out_dir: Path, name: str, checkpoint_folder: Path) -> None:
 def check_output_folders(out_dir: Path, checkpoint_folder: Path) -> None:
     """Raise NotADirectoryError when an output folder, or a folder above it, is a file."""
     for folder in (out_dir, checkpoint_folder):
-        for path in (folder, *folder.parents):
-            if path.exists() and not path.is_dir():
-                raise NotADirectoryError(
-                    f"{path} is a file, so {folder} cannot be an output folder; "
-                    "set train.out_dir and train.checkpoint_dir to folders"
-                )
+        check_output_folder(folder, "set train.out_dir and train.checkpoint_dir to folders")
 
 
 def check_model_folder(folder: Path) -> None:
