@@ -25,9 +25,13 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 PARITY_ATOL = 1e-5
+CASES = ("bundled", "csp_yolo2_shape")
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
@@ -35,43 +39,86 @@ REPO = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == REPO / "benchmarks":
     sys.path[0] = str(REPO)
 
+from inference.cli import finite_float, int_at_least  # noqa: E402  (needs the sys.path fix)
+from training.config import MAX_THREADS  # noqa: E402
 
-def parse_args() -> argparse.Namespace:
+
+def density_value(text: str) -> float:
+    """Parse one weight density: a number in (0, 1]."""
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"density {text} is invalid; use a number in (0, 1]")
+    return value
+
+
+def comma_list(parse_one: Callable[[str], T]) -> Callable[[str], list[T]]:
+    """Return an argparse type for a comma-separated list whose items `parse_one` parses."""
+
+    def parse(text: str) -> list[T]:
+        items = [item.strip() for item in text.split(",")]
+        if not all(items):
+            raise argparse.ArgumentTypeError(f"{text!r} has an empty item; use e.g. 1,8")
+        return [parse_one(item) for item in items]
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     parser.add_argument(
         "--densities",
+        type=comma_list(density_value),
         default="0.0625,0.015625,0.0009765625",
-        help="weight densities, comma-separated",
+        help="weight densities in (0, 1], comma-separated",
     )
     parser.add_argument(
-        "--batches", default="1,8", help="batch sizes of 256-token sequences, comma-separated"
+        "--batches",
+        type=comma_list(int_at_least(1)),
+        default="1,8",
+        help="batch sizes in sequences of --seq-len tokens, comma-separated",
     )
-    parser.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    parser.add_argument("--seq-len", type=int_at_least(1), default=256, help="tokens per sequence")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="minimum timed forward passes per path (median)"
+        "--repeats",
+        type=int_at_least(1),
+        default=3,
+        help="minimum timed forward passes per path (median)",
     )
     parser.add_argument(
         "--min-seconds",
-        type=float,
+        type=finite_float,
         default=3.0,
         help="keep timing rounds until they add up to this many seconds per measurement",
     )
     parser.add_argument(
         "--yolo2-layers",
-        type=int,
+        type=int_at_least(1),
         default=2,
         help="layers of the csp_yolo2-shaped model (the release has 8; tokens/s scales ~1/n_layer)",
     )
     parser.add_argument(
         "--cases",
+        type=comma_list(str),
         default="bundled,csp_yolo2_shape",
         help="model shapes to run, comma-separated: bundled, csp_yolo2_shape",
     )
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
-    return parser.parse_args()
+    parser.add_argument(
+        "--threads",
+        type=int_at_least(1),
+        default=os.cpu_count(),
+        help="torch CPU threads (default: one per CPU)",
+    )
+    args = parser.parse_args(argv)
+
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown --cases {unknown}; choose from {', '.join(CASES)}")
+    if args.threads > MAX_THREADS:
+        parser.error(f"--threads {args.threads} is invalid; use at most {MAX_THREADS}")
+    return args
 
 
 def bundled_shape() -> dict:
@@ -272,13 +319,8 @@ def main() -> None:
     from inference.allocator import keep_freed_memory_or_exit
 
     malloc = "reuse" if keep_freed_memory_or_exit() else "system"  # CIRCUIT_SPARSITY_MALLOC=system
-    densities = [float(d) for d in args.densities.split(",")]
-    batches = [int(b) for b in args.batches.split(",")]
+    densities, batches, cases = args.densities, args.batches, args.cases
     shapes = {"bundled": bundled_shape(), "csp_yolo2_shape": yolo2_shape(args.yolo2_layers)}
-    cases = [name.strip() for name in args.cases.split(",")]
-    unknown = sorted(set(cases) - set(shapes))
-    if unknown:
-        raise SystemExit(f"unknown --cases {unknown}; choose from {sorted(shapes)}")
     if not args.json:
         print(f"malloc: {malloc} (CIRCUIT_SPARSITY_MALLOC=system keeps glibc's defaults)")
         print(

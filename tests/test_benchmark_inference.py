@@ -100,3 +100,52 @@ def test_compare_paths_flags_mismatch(bench_script):
 
     assert report["parity"] == "MISMATCH"
     assert report["max_abs_logit_diff_abstopk_off"] > 1e-5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--densities", "x"], "'x' is not a number"),
+        (["--densities", "0"], "density 0 is invalid"),
+        (["--densities", "0.5,,0.1"], "has an empty item"),
+        (["--batches", "0"], "0 is invalid; use 1 or more"),
+        (["--threads", "5000"], "--threads 5000 is invalid"),
+        (["--cases", "bundled,other"], "unknown --cases ['other']"),
+        (["--min-seconds", "inf"], "inf is invalid; use a finite number"),
+    ],
+)
+def test_bad_argument_rejected(bench_script, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        bench_script.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_arguments_parse_to_lists(bench_script):
+    args = bench_script.parse_args(["--densities", "0.5, 0.25", "--batches", "2,4"])
+    assert args.densities == [0.5, 0.25]
+    assert args.batches == [2, 4]
+    assert args.cases == ["bundled", "csp_yolo2_shape"]
+
+
+def test_json_row_has_required_keys():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "inference.py"
+    argv = ["--cases", "bundled", "--densities", "0.0625", "--batches", "1", "--seq-len", "8"]
+    argv += ["--repeats", "1", "--min-seconds", "0", "--json"]
+    result = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    for key in ("case", "density", "batch", "dense_tokens_per_s", "sparse_tokens_per_s", "ratio"):
+        assert key in row, key
+    assert (row["case"], row["density"], row["batch"]) == ("bundled", 0.0625, 1)
+    assert row["record_overhead"] > 0
+    assert row["parity"] == "within 1e-5"
