@@ -124,7 +124,13 @@ def token_label(encoding: tiktoken.Encoding, token_id: int) -> str:
 
     A token can hold part of a multi-byte character (b" \\xe2\\x80" is shown as
     ` \\xe2\\x80`). NOTE: a token whose text itself contains a backslash followed by `x` and
-    two hex digits looks the same as an escaped byte.
+    two hex digits looks the same as an escaped byte. Raises ValueError for an id outside
+    the vocabulary.
     """
+    if not 0 <= token_id < encoding.n_vocab:
+        raise ValueError(
+            f"token id {token_id} is outside encoding {encoding.name}, whose ids are 0 to "
+            f"{encoding.n_vocab - 1}"
+        )
     token_bytes = encoding.decode_single_token_bytes(token_id)
     return token_bytes.decode("utf-8", errors="backslashreplace")

@@ -110,6 +110,13 @@ def test_labels_of_split_character(store):
     assert labels == ["\\xc3", "\\xa9"]
 
 
+@pytest.mark.parametrize("token_id", [-1, 263, 10**30])
+def test_label_of_unknown_id_rejected(store, token_id):
+    encoding = get_encoding("stdlib_2k", store)
+    with pytest.raises(ValueError, match=f"token id {token_id} is outside encoding stdlib_2k"):
+        token_label(encoding, token_id)
+
+
 def test_unknown_name_rejected(store):
     with pytest.raises(ValueError, match="Unknown encoding nope"):
         get_encoding("nope", store)
@@ -165,6 +172,30 @@ def test_tiktoken_plugin_uses_env_store(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(vocab_size), str(vocab_size - 1), f"[{256 + 2}]"]
+
+
+def test_tiktoken_plugin_serves_both_encodings(store, tmp_path):
+    # The project's two encodings resolve in one process, and the built-in names stay listed.
+    code = (
+        "import tiktoken\n"
+        "stdlib = tiktoken.get_encoding('stdlib_2k')\n"
+        "tiny = tiktoken.get_encoding('tinypython_2k')\n"
+        "print(stdlib.n_vocab, tiny.n_vocab, 'gpt2' in tiktoken.list_encoding_names())\n"
+        "print(stdlib.encode(' def'), tiny.encode(' def'))\n"
+    )
+    env = {
+        **os.environ,
+        "CIRCUIT_SPARSITY_STORE": str(store.root),
+        "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken-cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+    sizes, ids = result.stdout.splitlines()
+    assert sizes.split() == [str(256 + len(MERGES) + 1), str(256 + 2 + 1), "True"]
+    assert ids == f"[{256 + 2}] [220, {256 + 1}]"  # 220: the space byte in data-gym order
 
 
 def test_changed_files_not_served_stale(tmp_path):
