@@ -66,6 +66,69 @@ def test_abstopk_at_every_location_keeps_k():
     assert int((rec["1.resid_in"] != 0).sum(-1).max()) <= 4  # resid_post_mlp of layer 0
 
 
+# The hook that records each AbsTopK location's output in layer 0.
+ABSTOPK_HOOKS = {
+    "attn_in": "0.attn.act_in",
+    "attn_q": "0.attn.q",
+    "attn_k": "0.attn.k",
+    "attn_v": "0.attn.v",
+    "attn_out": "0.attn.resid_delta",
+    "mlp_in": "0.mlp.act_in",
+    "mlp_neuron": "0.mlp.post_act",
+    "mlp_out": "0.mlp.resid_delta",
+    "resid_post_attn": "0.resid_mid",
+    "resid_post_mlp": "1.resid_in",
+}
+
+
+@pytest.mark.parametrize("location", ABSTOPK_LOCATIONS)
+def test_abstopk_acts_at_its_location(location):
+    assert set(ABSTOPK_HOOKS) == set(ABSTOPK_LOCATIONS)
+    hook = ABSTOPK_HOOKS[location]
+    idx = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
+    plain = build(d_mlp=32)
+    sparse = build(d_mlp=32, afrac=0.25, afrac_loctypes=location)  # same seed, same weights
+    with torch.no_grad(), hook_recorder(hook) as plain_rec:
+        plain(idx)
+    with torch.no_grad(), hook_recorder(hook) as sparse_rec:
+        sparse(idx)
+
+    # Only this location differs, so its input is the plain model's tensor at the same hook.
+    k = sparse.config.abstopk_k(location)
+    assert int((plain_rec[hook] != 0).sum(-1).min()) > k
+    top_channels = torch.topk(plain_rec[hook].abs(), k, dim=-1).indices
+    top_values = plain_rec[hook].gather(-1, top_channels)
+    expected = torch.zeros_like(plain_rec[hook]).scatter(-1, top_channels, top_values)
+    torch.testing.assert_close(sparse_rec[hook], expected, atol=0, rtol=0)
+
+
+def test_sinusoidal_positions_formula():
+    # Periods 4 and 16 tokens: position 1 is a quarter and a sixteenth of a turn.
+    codes = sinusoidal_positions(16, 4)
+    turn = 2 * torch.pi
+    expected = torch.tensor(
+        [
+            torch.sin(torch.tensor(turn / 4)),
+            torch.sin(torch.tensor(turn / 16)),
+            torch.cos(torch.tensor(turn / 4)),
+            torch.cos(torch.tensor(turn / 16)),
+        ]
+    )
+    torch.testing.assert_close(codes[0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(codes[1], expected)
+
+
+def test_position_norms_feed_their_sublayer():
+    model = build(d_pos_emb=4)
+    with torch.no_grad():
+        model.transformer.h[0].ln_p1.weight.zero_()  # attention's copy of the positions
+    with torch.no_grad(), hook_recorder() as rec:
+        model(torch.randint(0, 32, (2, 8)))
+    assert rec["0.attn.act_in"].shape[-1] == 16 + 4
+    assert torch.count_nonzero(rec["0.attn.act_in"][..., 16:]) == 0
+    assert torch.count_nonzero(rec["0.mlp.act_in"][..., 16:]) > 0
+
+
 def test_non_learnable_bigram_table_is_a_buffer():
     model = build(enable_bigram_table=True, learnable_bigram_table=False)
     assert "bigram_table" in dict(model.named_buffers())
