@@ -360,7 +360,9 @@ class GPT(nn.Module):
             idx = idx[rows, positions]  # (B,): the token whose bigram row is added
         logits = self.lm_head(self.transformer.ln_f(x)) + self.final_logits_bias
         if self.bigram_table is not None:
-            logits = logits + F.embedding(idx, self.bigram_table).to(logits.dtype)
+            # As upstream: the last row (end of text) is a padding row, so training never updates it.
+            bigram = F.embedding(idx, self.bigram_table, padding_idx=-1)
+            logits = logits + bigram.to(logits.dtype)
 
         if targets is None:
             loss = torch.zeros(1, device=idx.device)

@@ -135,6 +135,18 @@ def test_non_learnable_bigram_table_is_a_buffer():
     assert "bigram_table" not in dict(model.named_parameters())
 
 
+def test_bigram_last_row_gets_no_gradient():
+    model = build(enable_bigram_table=True, learnable_bigram_table=True).train()
+    idx = torch.tensor([[31, 5, 31, 7]])  # 31: the last token id, as end of text is
+    _, loss, _ = model(idx, targets=torch.tensor([[5, 31, 7, 2]]))
+    loss.backward()
+
+    grad = model.bigram_table.grad
+    assert torch.count_nonzero(grad[31]) == 0
+    assert torch.count_nonzero(grad[5]) > 0
+    assert torch.count_nonzero(grad[7]) > 0
+
+
 def test_logit_positions_match_full_logits():
     model = build(enable_bigram_table=True, sink=True, afrac=0.25)
     with torch.no_grad():
