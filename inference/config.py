@@ -32,6 +32,19 @@ ABSTOPK_LOCATIONS = (
 
 DEFAULT_AFRAC_LOCTYPES = "attn_in,attn_out,mlp_in,mlp_out"
 
+SIZE_FIELDS = (
+    "block_size",
+    "vocab_size",
+    "n_layer",
+    "n_head",
+    "d_model",
+    "d_head",
+    "d_mlp",
+    "d_pos_emb",
+)
+# None means "derive from d_model" for d_head and d_mlp, and "add positions" for d_pos_emb.
+OPTIONAL_SIZE_FIELDS = frozenset({"d_head", "d_mlp", "d_pos_emb"})
+
 # Keys that released configs carry for the training code only; they do not change the forward pass.
 TRAINING_ONLY_KEYS = frozenset(
     {
@@ -85,15 +98,20 @@ class GPTConfig:
     # NOTE: accepted so released configs load; activation recomputation is not implemented here because
     # the models this project runs fit in memory without it.
     grad_checkpointing: bool = True
+    # NOTE: accepted so released configs load. In circuit_sparsity's gpt.py it asserts that block inputs
+    # are finite. This forward pass has no such check, so config_from_dict warns when it is true.
     debug_nans: bool = False
     abstopk_locations: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Sizes first, so that n_head=0 gets this message rather than a division by zero.
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "d_model", "d_head", "d_mlp"):
+        for name in SIZE_FIELDS:
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name}={value} must be a positive integer")
+            if value is None and name in OPTIONAL_SIZE_FIELDS:
+                continue
+            if not _is_int(value) or value < 1:
+                allowed = " or None" if name in OPTIONAL_SIZE_FIELDS else ""
+                raise ValueError(f"{name}={value!r} must be a positive integer{allowed}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} is invalid; use a value in [0, 1)")
         if self.d_head is None:
@@ -118,6 +136,11 @@ class GPTConfig:
         self._check_abstopk_k()
 
     def _parse_loctypes(self) -> frozenset[str]:
+        if not isinstance(self.afrac_loctypes, str):
+            raise ValueError(
+                f"afrac_loctypes={self.afrac_loctypes!r} is invalid; use a comma-separated string "
+                f"of locations such as {DEFAULT_AFRAC_LOCTYPES!r}, or leave the key out for that default"
+            )
         if self.afrac is None:
             return frozenset()
         names = [name.strip() for name in self.afrac_loctypes.split(",") if name.strip()]
@@ -205,24 +228,68 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> GPTConfi
         )
 
     values = {key: value for key, value in raw.items() if key in fields}
-    _check_numbers(values, source)
+    values = _check_types(values, source)
+    if values.get("debug_nans"):
+        logger.warning(
+            "%s: debug_nans=True has no effect here; activations are not checked for NaN", source
+        )
     return GPTConfig(**values)
 
 
-def _check_numbers(values: dict[str, Any], source: str) -> None:
-    """Raise ValueError for a numeric field given as a string or as NaN or infinity.
+def _is_int(value: Any) -> bool:
+    # bool is a subclass of int, but true is not a size.
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    NOTE: only numbers are checked. Released configs are not known to give bools as 0 and 1,
-    but that is not ruled out, so bool fields stay as lenient as Python's truth values.
+
+def _check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Raise ValueError naming the first value whose type does not fit its GPTConfig field.
+
+    Returns a copy of `values` in which the ints 0 and 1 given for bool fields are bools.
+    NOTE: released configs are not known to write bools as 0 and 1, but that is not ruled out,
+    so 0 and 1 are accepted. Any other non-bool value, such as the string "false", is rejected,
+    because Python would read it as true.
     """
     hints = typing.get_type_hints(GPTConfig)
+    checked = dict(values)
     for key, value in values.items():
-        numeric = {int, float} & {hints[key], *typing.get_args(hints[key])}
-        if not numeric:
-            continue
-        if isinstance(value, str) or (
-            value is None and type(None) not in typing.get_args(hints[key])
-        ):
-            raise ValueError(f"{source}: {key}={value!r} is invalid; expected a number")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{source}: {key}={value!r} is invalid; expected a finite number")
+        hint = hints[key]
+        kinds = set(typing.get_args(hint)) or {hint}
+        if value is None:
+            if type(None) not in kinds:
+                default = GPTConfig.__dataclass_fields__[key].default
+                raise ValueError(
+                    f"{source}: {key}=None is invalid; expected {_describe(kinds)}, "
+                    f"or leave the key out for the default {default!r}"
+                )
+        elif bool in kinds:
+            checked[key] = _check_bool(key, value, source)
+        elif int in kinds and not _is_int(value):
+            hint_text = ""
+            if isinstance(value, float) and value.is_integer():
+                hint_text = f" (write {int(value)}, not {value})"
+            raise ValueError(
+                f"{source}: {key}={value!r} is invalid; expected an integer{hint_text}"
+            )
+        elif float in kinds:
+            if not (_is_int(value) or isinstance(value, float)):
+                raise ValueError(f"{source}: {key}={value!r} is invalid; expected a number")
+            if not math.isfinite(value):
+                raise ValueError(f"{source}: {key}={value!r} is invalid; expected a finite number")
+        elif str in kinds and not isinstance(value, str):
+            raise ValueError(f"{source}: {key}={value!r} is invalid; expected a string")
+    return checked
+
+
+def _check_bool(key: str, value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if _is_int(value) and value in (0, 1):
+        return bool(value)
+    raise ValueError(
+        f"{source}: {key}={value!r} is invalid; expected true or false (JSON booleans, or 0 and 1)"
+    )
+
+
+def _describe(kinds: set[type]) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return " or ".join(names[kind] for kind in (int, float, bool, str) if kind in kinds)

@@ -3,8 +3,10 @@
 `load_model` accepts a local folder, an http(s) URL of a model folder in a store (files are fetched
 through the registry's on-disk cache), or the name of a model in the configured store. Checkpoints are
 read with `torch.load(weights_only=True, mmap=True)` on the CPU, so no pickle code runs and tensors
-are paged in only when used. State-dict loading is strict: every missing or unexpected key is reported
-at once; only `final_logits_bias` may be absent (it then stays zero).
+are paged in only when used. A checkpoint must be a flat dict of str names to tensors; the key prefixes
+that DDP (`module.`) and torch.compile (`_orig_mod.`) add are removed. State-dict loading is strict:
+every missing or unexpected key is reported at once; only `final_logits_bias` may be absent (it then
+stays zero).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -81,7 +85,11 @@ def read_config(path: str | os.PathLike) -> GPTConfig:
 
 
 def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, torch.Tensor]:
-    """Read a state dict saved with torch.save, refusing empty, truncated and pickle-only files."""
+    """Read a state dict saved with torch.save, refusing empty, truncated and pickle-only files.
+
+    Raises CheckpointError naming the file and its size when the file is not a zip archive, contains
+    pickled objects other than tensors, or is not a flat dict of str names to tensors.
+    """
     path = Path(path)
     size = path.stat().st_size
     if size == 0 or not zipfile.is_zipfile(path):
@@ -91,19 +99,88 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, tor
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} ({size} bytes) could not be read with weights_only=True: it contains a "
+            f"pickled {_unsupported_global(err)}, and only tensors and plain containers load "
+            "safely. Save a state dict of tensors instead: "
+            "torch.save(model.state_dict(), 'final_model.pt')"
+        ) from err
     except (RuntimeError, zipfile.BadZipFile, EOFError) as err:
         raise CheckpointError(f"{path} ({size} bytes) could not be read: {err}") from err
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} contains a {type(state).__name__}, expected a state dict")
+    check_state_dict(state, source=f"{path} ({size} bytes)")
     return strip_wrapper_prefixes(state, source=str(path))
 
 
+def _unsupported_global(err: pickle.UnpicklingError) -> str:
+    """Return the class that torch's weights-only unpickler rejected, as named in its message."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return f"object of class {match.group(1)}" if match else "object that is not a tensor"
+
+
+def check_state_dict(state: object, source: str) -> None:
+    """Raise CheckpointError unless `state` is a dict of str names to tensors.
+
+    A dict that wraps the state dict in one of its entries, as training checkpoints do with
+    {"model": state_dict, "step": ...}, gets a message naming the entry to save on its own.
+    """
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{source} contains a {type(state).__name__}, expected a state dict; "
+            "save one with torch.save(model.state_dict(), 'final_model.pt')"
+        )
+
+    bad = [
+        (key, value)
+        for key, value in state.items()
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor)
+    ]
+    if not bad:
+        return
+
+    for key, value in bad:
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(item, torch.Tensor) for item in value.values())
+        ):
+            raise CheckpointError(
+                f"{source} wraps its state dict in the entry {key!r}, as training checkpoints do; "
+                f"save that entry on its own: torch.save(checkpoint[{key!r}], 'final_model.pt')"
+            )
+
+    key, value = bad[0]
+    if not isinstance(key, str):
+        problem = f"has a key {key!r} of type {type(key).__name__}, expected str"
+    else:
+        problem = f"maps {key!r} to a {type(value).__name__}, expected a torch.Tensor"
+    raise CheckpointError(
+        f"{source} is not a state dict of tensors: it {problem}, and {len(bad)} of {len(state)} "
+        "entries are invalid; save one with torch.save(model.state_dict(), 'final_model.pt')"
+    )
+
+
 def strip_wrapper_prefixes(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Remove `_orig_mod.` (torch.compile) and `module.` (DDP) key prefixes, logging each."""
-    for prefix in WRAPPER_PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            logger.info("%s: stripped the %r prefix from every state-dict key", source, prefix)
-            state = {key[len(prefix) :]: value for key, value in state.items()}
+    """Remove `_orig_mod.` (torch.compile) and `module.` (DDP) key prefixes, nested in any order.
+
+    A prefix is removed only when every key starts with it. One log line names all removed prefixes.
+    """
+    stripped = []
+    while state:
+        prefix = next(
+            (prefix for prefix in WRAPPER_PREFIXES if all(key.startswith(prefix) for key in state)),
+            None,
+        )
+        if prefix is None:
+            break
+        stripped.append(prefix)
+        state = {key[len(prefix) :]: value for key, value in state.items()}
+    if stripped:
+        logger.info(
+            "%s: stripped the wrapper prefix %r from every state-dict key",
+            source,
+            "".join(stripped),
+        )
     return state
 
 

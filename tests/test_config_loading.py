@@ -8,7 +8,7 @@ import torch
 
 from inference.config import GPTConfig, config_from_dict
 from inference.gpt import GPT, load_model
-from inference.loading import CheckpointError
+from inference.loading import CheckpointError, strip_wrapper_prefixes
 
 BASE = {"block_size": 8, "vocab_size": 16, "n_layer": 1, "n_head": 2, "d_model": 8, "bias": False}
 
@@ -39,14 +39,93 @@ def test_unknown_keys_named_at_once():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("block_size", "256", "block_size='256' is invalid; expected a number"),
-        ("n_layer", None, "n_layer=None is invalid; expected a number"),
+        ("block_size", "256", "block_size='256' is invalid; expected an integer"),
+        (
+            "n_layer",
+            None,
+            "n_layer=None is invalid; expected an integer, or leave the key out for the default 12",
+        ),
         ("dropout", float("nan"), "dropout=nan is invalid; expected a finite number"),
+        ("afrac", "0.5", "afrac='0.5' is invalid; expected a number"),
+        ("afrac", True, "afrac=True is invalid; expected a number"),
+        ("block_size", 8.5, "block_size=8.5 is invalid; expected an integer"),
+        ("block_size", 8.0, r"block_size=8.0 is invalid; expected an integer \(write 8, not 8.0\)"),
+        ("vocab_size", True, "vocab_size=True is invalid; expected an integer"),
+        ("tokenizer_name", 5, "tokenizer_name=5 is invalid; expected a string"),
     ],
 )
 def test_bad_number_names_file_and_field(field, value, message):
     with pytest.raises(ValueError, match=f"^x.json: {message}$"):
         config_from_dict({**BASE, field: value}, source="x.json")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("rms_norm", "false"), ("sink", "no"), ("bias", 2), ("ln_bias", 0.0)],
+)
+def test_bool_field_rejects_non_bool(field, value):
+    message = (
+        f"^x.json: {field}={value!r} is invalid; expected true or false "
+        r"\(JSON booleans, or 0 and 1\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        config_from_dict({**BASE, field: value}, source="x.json")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0, False), (1, True), (False, False), (True, True)]
+)
+def test_bool_field_accepts_bools_and_0_1(value, expected):
+    config = config_from_dict({**BASE, "rms_norm": value})
+    assert config.rms_norm is expected
+
+
+def test_null_bool_field_rejected():
+    message = "^x.json: flash=None is invalid; expected true or false, or leave the key out"
+    with pytest.raises(ValueError, match=message):
+        config_from_dict({**BASE, "flash": None}, source="x.json")
+
+
+def test_null_afrac_loctypes_rejected():
+    with pytest.raises(ValueError, match="afrac_loctypes=None is invalid; expected a string"):
+        config_from_dict({**BASE, "afrac": 0.5, "afrac_loctypes": None})
+
+
+def test_non_string_afrac_loctypes_rejected_by_gptconfig():
+    with pytest.raises(ValueError, match=r"afrac_loctypes=\['attn_in'\] is invalid"):
+        GPTConfig(d_model=8, n_head=2, afrac=0.5, afrac_loctypes=["attn_in"])
+
+
+@pytest.mark.parametrize("value", [0, -4])
+def test_d_pos_emb_below_one_rejected(value):
+    with pytest.raises(ValueError, match=f"^d_pos_emb={value} must be a positive integer or None$"):
+        config_from_dict({**BASE, "d_pos_emb": value})
+
+
+def test_d_pos_emb_null_means_added_positions():
+    config = config_from_dict({**BASE, "d_pos_emb": None})
+    assert config.cat_pos_emb is False
+
+
+def test_float_size_rejected_by_gptconfig():
+    with pytest.raises(ValueError, match=r"^block_size=8.5 must be a positive integer$"):
+        GPTConfig(block_size=8.5, vocab_size=16, n_layer=1, n_head=2, d_model=8)
+
+
+def test_debug_nans_true_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="inference.config"):
+        config = config_from_dict({**BASE, "debug_nans": True}, source="x.json")
+    assert config.debug_nans is True
+    lines = [r.message for r in caplog.records if "debug_nans" in r.message]
+    assert lines == [
+        "x.json: debug_nans=True has no effect here; activations are not checked for NaN"
+    ]
+
+
+def test_debug_nans_false_is_silent(caplog):
+    with caplog.at_level(logging.WARNING, logger="inference.config"):
+        config_from_dict({**BASE, "debug_nans": False})
+    assert not [r for r in caplog.records if "debug_nans" in r.message]
 
 
 def test_n_mlp_becomes_d_mlp():
@@ -95,6 +174,36 @@ def test_missing_final_logits_bias_defaults_to_zero(tmp_path):
 def test_compiled_prefix_stripped(tmp_path):
     state = {"_orig_mod." + k: v for k, v in GPT(config_from_dict(BASE)).state_dict().items()}
     assert load_model(write_model(tmp_path / "m", BASE, state)).config.n_layer == 1
+
+
+WRAPPER_PREFIX_CASES = ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."]
+
+
+@pytest.mark.parametrize("prefix", WRAPPER_PREFIX_CASES)
+def test_wrapper_prefixes_stripped_with_one_log_line(prefix, caplog):
+    state = {prefix + "a.weight": torch.zeros(1), prefix + "b.bias": torch.ones(1)}
+    with caplog.at_level(logging.INFO, logger="inference.loading"):
+        out = strip_wrapper_prefixes(state, source="x.pt")
+    assert sorted(out) == ["a.weight", "b.bias"]
+    assert torch.equal(out["b.bias"], torch.ones(1))
+    lines = [r.message for r in caplog.records if "prefix" in r.message]
+    assert lines == [f"x.pt: stripped the wrapper prefix {prefix!r} from every state-dict key"]
+
+
+@pytest.mark.parametrize("prefix", WRAPPER_PREFIX_CASES)
+def test_wrapped_checkpoint_loads(tmp_path, prefix):
+    original = GPT(config_from_dict(BASE)).state_dict()
+    state = {prefix + k: v for k, v in original.items()}
+    model = load_model(write_model(tmp_path / "m", BASE, state))
+    assert torch.equal(model.transformer.wte.weight, original["transformer.wte.weight"])
+
+
+def test_prefix_on_some_keys_kept(caplog):
+    state = {"module.a": torch.zeros(1), "b": torch.zeros(1)}
+    with caplog.at_level(logging.INFO, logger="inference.loading"):
+        out = strip_wrapper_prefixes(state, source="x.pt")
+    assert sorted(out) == ["b", "module.a"]
+    assert not [r for r in caplog.records if "prefix" in r.message]
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"not a zip at all"])
