@@ -1,0 +1,99 @@
+"""Where load_model puts a model (CPU unless CUDA is asked for and present) and how much of a
+checkpoint load_tensor reads (only the requested tensor's pages, through a memory map)."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference.config import config_from_dict
+from inference.gpt import GPT, load_model
+from inference.loading import load_tensor, pick_device
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = {"block_size": 8, "vocab_size": 16, "n_layer": 1, "n_head": 2, "d_model": 8, "bias": False}
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    (tmp_path / "beeg_config.json").write_text(json.dumps(CONFIG))
+    torch.save(GPT(config_from_dict(CONFIG)).state_dict(), tmp_path / "final_model.pt")
+    return tmp_path
+
+
+def test_default_device_is_cpu(model_dir):
+    model = load_model(model_dir)
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    assert not model.training
+
+
+def test_cuda_without_device_falls_back(monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="inference.loading"):
+        assert pick_device(cuda=True) == torch.device("cpu")
+    assert "no CUDA device is available" in caplog.text
+
+
+def test_cuda_chosen_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device(cuda=True) == torch.device("cuda")
+    assert pick_device(cuda=False) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_load_moves_weights(model_dir):
+    model = load_model(model_dir, cuda=True)
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+
+
+# Reads one small tensor from a checkpoint with a 64 MiB neighbour and prints the bytes that
+# read() calls returned (rchar in /proc/self/io). Pages of a memory map are not counted there,
+# while torch.load without mmap reads every tensor with read().
+READ_BYTES = """
+import sys, torch
+from inference.loading import load_tensor, read_state_dict
+
+def rchar():
+    with open("/proc/self/io") as io:
+        return int(next(line for line in io if line.startswith("rchar:")).split()[1])
+
+folder = sys.argv[1]
+before = rchar()
+small = load_tensor(folder, "small")
+after_one = rchar()
+read_state_dict(folder + "/final_model.pt", mmap=False)
+after_all = rchar()
+assert torch.equal(small, torch.arange(4.0))
+print(after_one - before, after_all - after_one)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux's /proc/self/io")
+def test_load_tensor_reads_only_its_pages(tmp_path):
+    big = torch.ones(16 << 20)  # 64 MiB of float32
+    torch.save({"small": torch.arange(4.0), "big": big}, tmp_path / "final_model.pt")
+    (tmp_path / "beeg_config.json").write_text(json.dumps(CONFIG))
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", READ_BYTES, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+    one_tensor, whole_file = (int(n) for n in result.stdout.split())
+    assert whole_file >= 64 << 20  # rchar counts a full read
+    assert one_tensor < 4 << 20  # the memory-mapped read of one tensor skips the 64 MiB one
+
+
+def test_load_tensor_names_missing_key(model_dir):
+    with pytest.raises(KeyError, match="has no tensor 'nope'"):
+        load_tensor(model_dir, "nope")
