@@ -59,34 +59,105 @@ def num_total_nodes(config: GPTConfig) -> int:
 
 
 def circuit_masks(config: GPTConfig, circuit: Circuit) -> dict[str, torch.Tensor]:
-    """Boolean keep-masks for every node location (all False where the circuit names nothing)."""
-    unknown = sorted(set(circuit) - set(node_locations(config)))
+    """Boolean keep-masks for every node location (all False where the circuit names nothing).
+
+    Raises `KeyError` for a location the model does not have, `TypeError` or `ValueError` for
+    channel ids that are not integers and `IndexError` for ids outside 0..width-1, each naming the
+    location.
+    """
+    locations = node_locations(config)
+    unknown = sorted(set(circuit) - set(locations))
     if unknown:
-        raise KeyError(f"circuit names locations this model does not have: {unknown}")
+        raise KeyError(
+            f"circuit names locations this model does not have: {unknown}; valid locations are "
+            f"0..{config.n_layer - 1} followed by one of {', '.join(BLOCK_NODE_LOCATIONS)}"
+        )
     masks = {}
-    for loc in node_locations(config):
-        mask = torch.zeros(location_width(config, loc), dtype=torch.bool)
+    for loc in locations:
+        width = location_width(config, loc)
+        mask = torch.zeros(width, dtype=torch.bool)
         kept = circuit.get(loc)
-        if kept is not None and len(kept):
-            mask[torch.as_tensor(kept, dtype=torch.long)] = True
+        if kept is not None:
+            mask[_kept_channel_ids(loc, kept, width)] = True
         masks[loc] = mask
     return masks
 
 
+def _kept_channel_ids(location: str, channel_ids, width: int) -> torch.Tensor:
+    """Return the kept `channel_ids` at `location` as a 1-D LongTensor, checked against `width`.
+
+    Integer-valued floats such as 3.0 are accepted. Negative ids are rejected instead of counting
+    from the end, and non-integer ids instead of being truncated.
+    """
+    ids = torch.as_tensor(channel_ids)
+    if ids.dim() > 1:
+        raise ValueError(
+            f"circuit[{location!r}] has shape {tuple(ids.shape)}; pass a 1-D tensor of kept "
+            "channel ids"
+        )
+    ids = ids.reshape(-1)
+    if ids.numel() == 0:
+        return ids.long()
+    if ids.dtype == torch.bool or ids.is_complex():
+        raise TypeError(
+            f"circuit[{location!r}] is a {ids.dtype} tensor; pass integer channel ids "
+            "(for a boolean mask, mask.nonzero().flatten())"
+        )
+    if ids.is_floating_point():
+        non_integer = ids[ids != ids.round()]  # NaN is never equal to itself, so it lands here
+        if non_integer.numel():
+            raise ValueError(
+                f"circuit[{location!r}] has non-integer channel ids {non_integer[:10].tolist()}; "
+                "pass integer channel ids"
+            )
+    out_of_range = ids[(ids < 0) | (ids >= width)]
+    if out_of_range.numel():
+        raise IndexError(
+            f"circuit[{location!r}] has channel ids {out_of_range[:10].tolist()} outside the "
+            f"valid range 0..{width - 1} (the location has {width} channels)"
+        )
+    return ids.long()
+
+
 def keep_or_mean(keep: torch.Tensor, mean: torch.Tensor) -> Intervention:
+    """Keep channels where `keep` is True and set the others to `mean`."""
+
     def fn(x: torch.Tensor) -> torch.Tensor:
         return torch.where(keep.to(x.device), x, mean.to(device=x.device, dtype=x.dtype))
 
     return fn
 
 
+def check_means(config: GPTConfig, means: Mapping[str, torch.Tensor]) -> None:
+    """Raise unless `means` has a (width,) tensor for every node location of the model."""
+    locations = node_locations(config)
+    missing = sorted(set(locations) - set(means))
+    if missing:
+        raise KeyError(
+            f"means are missing for node locations {missing}; compute them with mean_activations"
+        )
+    for loc in locations:
+        mean = means[loc]
+        width = location_width(config, loc)
+        if not isinstance(mean, torch.Tensor):
+            raise TypeError(
+                f"means[{loc!r}] is a {type(mean).__name__}; expected a tensor of shape ({width},)"
+            )
+        if tuple(mean.shape) != (width,):
+            raise ValueError(
+                f"means[{loc!r}] has shape {tuple(mean.shape)}, expected ({width},): one mean "
+                "activation per channel, as mean_activations returns"
+            )
+
+
 def circuit_interventions(
     config: GPTConfig, circuit: Circuit, means: Mapping[str, torch.Tensor], invert: bool = False
 ) -> dict[str, Intervention]:
-    """Interventions that mean-ablate every node outside `circuit` (or, with `invert`, inside it)."""
-    missing = sorted(set(node_locations(config)) - set(means))
-    if missing:
-        raise KeyError(f"means are missing for node locations {missing}")
+    """Interventions that mean-ablate every node outside `circuit` (or, with `invert`, inside it).
+
+    Checks the circuit and the means once here, so a bad input raises before any forward pass.
+    """
+    check_means(config, means)
     interventions = {}
     for loc, keep in circuit_masks(config, circuit).items():
         if invert:
@@ -103,13 +174,14 @@ def apply_circuit(
     means: Mapping[str, torch.Tensor],
     *,
     invert: bool = False,
-    regex: str = "(?!)",
+    regex: str | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Run `model` inside this block with every node outside `circuit` set to its mean activation.
 
     `means` maps each node location to a (width,) tensor of mean activations over the pretraining
     distribution. With `invert=True` the circuit's own nodes are ablated instead (necessity checks).
-    Hooks matching `regex` are recorded into the yielded dict (by default none).
+    Hooks matching `regex` are recorded into the yielded dict (by default none). The circuit and the
+    means are checked on entry (see `circuit_masks` and `check_means`), not on every forward pass.
 
         with apply_circuit(model, viz.circuit_data, viz.ablation_means):
             logits = model(idx)[0]

@@ -11,10 +11,18 @@ context-variable lookup. Inside one:
 Name filter: `regex` is matched with `re.fullmatch` against the full hook name and against each of
 its dotted prefixes. So `"1"` records every hook of layer 1 (and not layer 10), `"1.attn"` records
 layer 1's attention hooks, `"0.attn.q"` records that hook only and `".*"` (the default) records all.
+`regex=None`, or the regex `"(?!)"`, records nothing. Any other filter that matches no hook of the
+model raises `ValueError` when the block exits, so a typo such as `"0.atn.q"` cannot silently record
+nothing. `"attn"` matches nothing either, because no hook name or prefix is `attn`.
 
 Interventions map a full hook name to `fn(tensor) -> tensor`. The returned tensor replaces the
-activation for the rest of the forward pass, and it is what gets recorded. A name that matches no hook
-raises `KeyError` when the block exits, so a typo cannot silently do nothing.
+activation for the rest of the forward pass, and it is what gets recorded. It must be a tensor of
+the input's shape: anything else raises at that hook, naming it. An intervention name that matches
+no hook raises `KeyError` when the block exits.
+
+Both name checks raise only when the block exits without an exception and a forward pass ran inside
+it, because the hook names are known only once the model has called its hooks. When the block
+raises, a filter that matched no hook becomes a note on that exception instead.
 
 State lives in a `contextvars.ContextVar`, so each thread (and asyncio task) records only its own
 activations; nested recorders are rejected.
@@ -32,14 +40,21 @@ import torch
 
 Intervention = Callable[[torch.Tensor], torch.Tensor]
 
+# A regex that matches no string. As a name filter it records nothing, like `regex=None`.
+RECORD_NOTHING = "(?!)"
+
 
 @dataclass
 class _RecorderState:
+    regex: str | None
     pattern: re.Pattern[str]
     interventions: Mapping[str, Intervention]
     save_grads: bool
     records: dict[str, torch.Tensor] = field(default_factory=dict)
     names_seen: set[str] = field(default_factory=set)
+    # Whether any hook name matched the filter, and whether any matched activation required grad.
+    filter_matched: bool = False
+    grad_recorded: bool = False
 
 
 _state: contextvars.ContextVar[_RecorderState | None] = contextvars.ContextVar(
@@ -56,36 +71,83 @@ def name_matches(pattern: re.Pattern[str], name: str) -> bool:
 
 @contextmanager
 def hook_recorder(
-    regex: str = ".*",
+    regex: str | None = ".*",
     interventions: Mapping[str, Intervention] | None = None,
     save_grads: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record activations whose names match `regex`, applying `interventions`; yield the records.
 
     With `save_grads=True`, the gradient flowing back into each recorded activation is stored under
-    `<name>.grad` when `backward()` runs inside this block.
+    `<name>.grad` when `backward()` runs inside this block. That needs activations that require
+    grad: run outside `torch.no_grad()`, and call `model.requires_grad_(True)` on a model from
+    `load_model`, which turns gradients off. Otherwise the block raises `RuntimeError` on exit, and
+    an error raised inside it (such as the one from `backward()`) gets a note saying so.
+
+    Raises `ValueError` on exit for a filter that matched no hook and `KeyError` for an intervention
+    name that matched no hook, both only after a forward pass ran in the block (see the module doc).
     """
     if _state.get() is not None:
         raise RuntimeError("hook_recorder blocks cannot be nested; record everything in one block")
     try:
-        pattern = re.compile(regex)
+        pattern = re.compile(RECORD_NOTHING if regex is None else regex)
     except re.error as err:
         raise ValueError(f"hook name filter {regex!r} is not a valid regex: {err}") from err
 
-    state = _RecorderState(pattern, dict(interventions or {}), save_grads)
+    state = _RecorderState(regex, pattern, dict(interventions or {}), save_grads)
     token = _state.set(state)
     try:
         yield state.records
+    except Exception as err:
+        # The exit checks below would hide this error, so their findings become notes on it.
+        for problem in _filter_and_grad_problems(state):
+            err.add_note(problem.args[0])
+        raise
     finally:
         _state.reset(token)
 
-    # Only reached when the body did not raise: report interventions that never fired.
+    # Only reached when the body did not raise.
+    if not state.names_seen:
+        return
     unused = sorted(set(state.interventions) - state.names_seen)
-    if unused and state.names_seen:
+    if unused:
         raise KeyError(
-            f"interventions name hooks that do not exist: {unused}; "
-            f"valid names look like {sorted(state.names_seen)[:6]} ..."
+            f"interventions name hooks that do not exist: {unused}; valid names are "
+            f"{_hook_name_summary(state.names_seen)}"
         )
+    problems = _filter_and_grad_problems(state)
+    if problems:
+        raise problems[0]
+
+
+def _filter_and_grad_problems(state: _RecorderState) -> list[Exception]:
+    """Return the errors for a filter that matched no hook and for save_grads that cannot work."""
+    if not state.names_seen:
+        return []
+    problems: list[Exception] = []
+    if not state.filter_matched and state.regex not in (None, RECORD_NOTHING):
+        problems.append(
+            ValueError(
+                f"hook name filter {state.regex!r} matched none of the {len(state.names_seen)} "
+                f"hooks the model called; valid names are {_hook_name_summary(state.names_seen)}. "
+                "The filter must fully match a hook name or one of its dotted prefixes, "
+                "e.g. '0.attn.q', '0.attn' or '0'; pass regex=None to record nothing."
+            )
+        )
+    if state.save_grads and state.filter_matched and not state.grad_recorded:
+        problems.append(
+            RuntimeError(
+                "save_grads=True, but no recorded activation requires grad, so no gradient can be "
+                "recorded. Run the forward pass outside torch.no_grad() and call "
+                "model.requires_grad_(True) first (load_model turns gradients off)."
+            )
+        )
+    return problems
+
+
+def _hook_name_summary(names: set[str]) -> str:
+    """List hook names with each layer index written as `<i>`, e.g. `<i>.attn.q, final_resid`."""
+    generic = {re.sub(r"^\d+\.", "<i>.", name) for name in names}
+    return ", ".join(sorted(generic))
 
 
 @contextmanager
@@ -109,13 +171,37 @@ def hook_save(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
     intervention = state.interventions.get(full_name)
     if intervention is not None:
-        tensor = intervention(tensor)
+        tensor = _run_intervention(intervention, tensor, full_name)
 
     if name_matches(state.pattern, full_name):
+        state.filter_matched = True
         state.records[full_name] = tensor
         if state.save_grads and tensor.requires_grad:
+            state.grad_recorded = True
             tensor = _record_grad(tensor, state.records, full_name + ".grad")
     return tensor
+
+
+def _run_intervention(
+    intervention: Intervention, tensor: torch.Tensor, full_name: str
+) -> torch.Tensor:
+    """Apply `intervention` at hook `full_name` and check that it returned a same-shape tensor."""
+    try:
+        result = intervention(tensor)
+    except Exception as err:
+        err.add_note(f"raised by the intervention on hook {full_name!r}")
+        raise
+    if not isinstance(result, torch.Tensor):
+        raise TypeError(
+            f"the intervention on hook {full_name!r} returned {type(result).__name__}, expected a "
+            f"tensor of shape {tuple(tensor.shape)}; return the modified activation"
+        )
+    if result.shape != tensor.shape:
+        raise ValueError(
+            f"the intervention on hook {full_name!r} returned a tensor of shape "
+            f"{tuple(result.shape)}, expected the activation's shape {tuple(tensor.shape)}"
+        )
+    return result
 
 
 def _record_grad(tensor: torch.Tensor, records: dict, grad_name: str) -> torch.Tensor:

@@ -19,7 +19,7 @@ from inference.hook_utils import hook_recorder
 from pruning.data import PairBatch, make_batch, pair_logits, sequence_losses
 from pruning.masks import gated_interventions
 from pruning.search import circuit_loss
-from pruning.train import RECORD_NOTHING, frozen, gated_task_loss
+from pruning.train import frozen, gated_task_loss
 from pruning.vizdata import value_storage_dtype
 
 NODES_PER_FORWARD = 8
@@ -57,7 +57,7 @@ def node_ablation_losses(
             loc: g.repeat_interleave(n_sequences, dim=0).unsqueeze(1) for loc, g in gates.items()
         }
         repeated = _repeat_batch(batch, len(part))
-        with hook_recorder(regex=RECORD_NOTHING, interventions=gated_interventions(gates, means)):
+        with hook_recorder(regex=None, interventions=gated_interventions(gates, means)):
             logits = pair_logits(model, repeated)
         per_sequence = sequence_losses(logits, repeated, scale, shift)
         losses.extend(per_sequence.view(len(part), n_sequences).mean(dim=1).tolist())

@@ -8,7 +8,7 @@ import torch
 from inference.circuit import apply_circuit, mean_activations, node_locations
 from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
-from inference.interventions import mean_ablate, patch, zero_ablate
+from inference.interventions import mean_ablate, patch, replace, zero_ablate
 
 
 def tiny_model(n_layer=2, seed=0, **overrides):
@@ -54,6 +54,139 @@ def test_filter_default_records_every_hook():
         model(tokens())
     assert len(rec) == 2 * 11 + 1
     assert "final_resid" in rec
+
+
+def test_filter_typo_raises_after_forward():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"'0\.atn\.q' matched none") as excinfo:
+        with torch.no_grad(), hook_recorder("0.atn.q"):
+            model(tokens())
+    message = str(excinfo.value)
+    assert "<i>.attn.q" in message
+    assert "final_resid" in message
+    assert "regex=None" in message
+
+
+def test_filter_bare_block_name_raises():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="'attn' matched none"):
+        with torch.no_grad(), hook_recorder("attn"):
+            model(tokens())
+
+
+def test_filter_typo_notes_error_in_block():
+    model = tiny_model()
+    with pytest.raises(KeyError) as excinfo:
+        with torch.no_grad(), hook_recorder("0.atn.q") as rec:
+            model(tokens())
+            rec["0.atn.q"]
+    notes = getattr(excinfo.value, "__notes__", [])
+    assert any("'0.atn.q' matched none" in note for note in notes)
+
+
+def test_filter_unchecked_without_forward():
+    with hook_recorder("0.atn.q") as rec:
+        pass
+    assert rec == {}
+
+
+@pytest.mark.parametrize("regex", [None, "(?!)"])
+def test_filter_record_nothing_is_allowed(regex):
+    model = tiny_model()
+    with torch.no_grad(), hook_recorder(regex, {"0.attn.v": zero_ablate([0])}) as rec:
+        model(tokens())
+    assert rec == {}
+
+
+def test_intervention_returning_none_names_hook():
+    model = tiny_model()
+    with pytest.raises(TypeError, match=r"hook '0\.attn\.q' returned NoneType") as excinfo:
+        with torch.no_grad(), hook_recorder(interventions={"0.attn.q": lambda x: None}):
+            model(tokens())
+    assert "(2, 8, 16)" in str(excinfo.value)
+
+
+def test_intervention_wrong_shape_names_hook():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"hook '0\.attn\.q'") as excinfo:
+        with torch.no_grad(), hook_recorder(interventions={"0.attn.q": lambda x: x[..., :3]}):
+            model(tokens())
+    message = str(excinfo.value)
+    assert "(2, 8, 3)" in message
+    assert "expected the activation's shape (2, 8, 16)" in message
+
+
+def test_replace_wrong_width_names_shapes_and_hook():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"shape \(5,\) does not broadcast") as excinfo:
+        with torch.no_grad(), hook_recorder(interventions={"0.attn.q": replace(torch.zeros(5))}):
+            model(tokens())
+    assert "(16,)" in str(excinfo.value)
+    assert "raised by the intervention on hook '0.attn.q'" in excinfo.value.__notes__
+
+
+def test_replace_value_that_enlarges_rejected():
+    model = tiny_model()
+    too_big = torch.zeros(3, 2, 8, 16)
+    with pytest.raises(ValueError, match=r"shape \(3, 2, 8, 16\) does not broadcast"):
+        with torch.no_grad(), hook_recorder(interventions={"0.attn.q": replace(too_big)}):
+            model(tokens())
+
+
+def test_intervention_error_noted_with_hook():
+    model = tiny_model()
+
+    def boom(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom") as excinfo:
+        with torch.no_grad(), hook_recorder(interventions={"1.mlp.post_act": boom}):
+            model(tokens())
+    assert "raised by the intervention on hook '1.mlp.post_act'" in excinfo.value.__notes__
+
+
+@pytest.mark.parametrize("channels", [[1.5], [True, False], torch.tensor([2.0])])
+def test_zero_ablate_non_integer_channels_rejected(channels):
+    with pytest.raises(TypeError, match="channel ids must be integers"):
+        zero_ablate(channels)
+
+
+def test_zero_ablate_empty_channels_changes_nothing():
+    model = tiny_model()
+    idx = tokens()
+    with torch.no_grad():
+        clean = model(idx)[0]
+        with hook_recorder(interventions={"0.attn.q": zero_ablate([])}):
+            ablated = model(idx)[0]
+    assert torch.equal(clean, ablated)
+
+
+def test_save_grads_without_grad_raises_on_exit():
+    model = tiny_model()
+    model.requires_grad_(False)
+    with pytest.raises(RuntimeError, match=r"save_grads=True, but no recorded activation"):
+        with hook_recorder(save_grads=True):
+            model(tokens())
+
+
+def test_save_grads_under_no_grad_raises_on_exit():
+    model = tiny_model()
+    model.requires_grad_(True)
+    with pytest.raises(RuntimeError, match=r"torch\.no_grad\(\)"):
+        with torch.no_grad(), hook_recorder(save_grads=True):
+            model(tokens())
+
+
+def test_save_grads_without_grad_notes_backward_error():
+    model = tiny_model()
+    model.requires_grad_(False)
+    idx = tokens()
+    with pytest.raises(RuntimeError, match="does not require grad") as excinfo:
+        with hook_recorder(save_grads=True):
+            _, loss, _ = model(idx, targets=idx)
+            loss.backward()
+    notes = excinfo.value.__notes__
+    assert any("model.requires_grad_(True)" in note for note in notes)
 
 
 def test_unknown_intervention_name_raises():

@@ -1,0 +1,196 @@
+"""apply_circuit: checks on circuits and means, and mean ablation compared with interventions."""
+
+import pytest
+import torch
+
+from inference.circuit import apply_circuit, mean_activations, node_locations
+from inference.gpt import GPT, GPTConfig
+from inference.hook_utils import hook_recorder
+from inference.interventions import mean_ablate
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    config = GPTConfig(
+        block_size=16,
+        vocab_size=32,
+        n_layer=2,
+        n_head=2,
+        d_model=16,
+        bias=False,
+        rms_norm=True,
+        tied_unembed=False,
+    )
+    return GPT(config).eval()
+
+
+def tokens(batch=2, T=8, seed=1):
+    return torch.randint(0, 32, (batch, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def model_and_means():
+    model = tiny_model()
+    return model, mean_activations(model, [tokens(seed=5)])
+
+
+def full_circuit(means):
+    return {loc: torch.arange(mean.numel()) for loc, mean in means.items()}
+
+
+def circuit_logits(model, idx, circuit, means, invert=False):
+    with torch.no_grad(), apply_circuit(model, circuit, means, invert=invert):
+        return model(idx)[0]
+
+
+def mean_ablated_logits(model, idx, interventions):
+    with torch.no_grad(), hook_recorder(None, interventions):
+        return model(idx)[0]
+
+
+# Checks on the circuit, made on entry to apply_circuit.
+
+
+@pytest.mark.parametrize("bad_id", [-1, 16, 99])
+def test_out_of_range_channel_names_location(model_and_means, bad_id):
+    model, means = model_and_means
+    with pytest.raises(IndexError, match=r"circuit\['0\.attn\.q'\]") as excinfo:
+        with apply_circuit(model, {"0.attn.q": torch.tensor([0, bad_id])}, means):
+            pass
+    message = str(excinfo.value)
+    assert f"[{bad_id}]" in message
+    assert "0..15" in message
+
+
+def test_non_integer_channel_rejected(model_and_means):
+    model, means = model_and_means
+    with pytest.raises(ValueError, match=r"circuit\['1\.mlp\.post_act'\].*\[1\.5\]"):
+        with apply_circuit(model, {"1.mlp.post_act": torch.tensor([0.0, 1.5])}, means):
+            pass
+
+
+def test_nan_channel_rejected(model_and_means):
+    model, means = model_and_means
+    with pytest.raises(ValueError, match="non-integer channel ids"):
+        with apply_circuit(model, {"0.attn.k": torch.tensor([float("nan")])}, means):
+            pass
+
+
+def test_bool_channels_rejected(model_and_means):
+    model, means = model_and_means
+    mask = torch.zeros(16, dtype=torch.bool)
+    with pytest.raises(TypeError, match=r"circuit\['0\.attn\.v'\] is a torch\.bool tensor"):
+        with apply_circuit(model, {"0.attn.v": mask}, means):
+            pass
+
+
+def test_two_dimensional_channels_rejected(model_and_means):
+    model, means = model_and_means
+    with pytest.raises(ValueError, match=r"circuit\['0\.attn\.v'\] has shape \(1, 2\)"):
+        with apply_circuit(model, {"0.attn.v": torch.tensor([[0, 1]])}, means):
+            pass
+
+
+def test_integer_floats_and_lists_accepted(model_and_means):
+    model, means = model_and_means
+    idx = tokens()
+    as_long = circuit_logits(model, idx, {"0.attn.q": torch.tensor([2, 5])}, means)
+    as_float = circuit_logits(model, idx, {"0.attn.q": torch.tensor([2.0, 5.0])}, means)
+    as_list = circuit_logits(model, idx, {"0.attn.q": [2, 5]}, means)
+    assert torch.equal(as_long, as_float)
+    assert torch.equal(as_long, as_list)
+
+
+def test_unknown_location_names_location(model_and_means):
+    model, means = model_and_means
+    with pytest.raises(KeyError, match=r"'0\.atn\.q'") as excinfo:
+        with apply_circuit(model, {"0.atn.q": torch.tensor([0])}, means):
+            pass
+    assert "attn.q" in str(excinfo.value)
+
+
+# Checks on the means, made on entry to apply_circuit.
+
+
+def test_wrong_means_shape_names_location(model_and_means):
+    model, means = model_and_means
+    bad_means = dict(means)
+    bad_means["0.attn.q"] = torch.zeros(5)
+    with pytest.raises(
+        ValueError, match=r"means\['0\.attn\.q'\] has shape \(5,\), expected \(16,\)"
+    ):
+        with apply_circuit(model, {}, bad_means):
+            pass
+
+
+def test_means_with_batch_dimension_rejected(model_and_means):
+    model, means = model_and_means
+    bad_means = dict(means)
+    bad_means["1.mlp.post_act"] = means["1.mlp.post_act"][None]
+    with pytest.raises(ValueError, match=r"means\['1\.mlp\.post_act'\] has shape \(1, 64\)"):
+        with apply_circuit(model, full_circuit(means), bad_means):
+            pass
+
+
+def test_missing_means_names_location(model_and_means):
+    model, means = model_and_means
+    partial = {loc: mean for loc, mean in means.items() if loc != "1.attn.k"}
+    with pytest.raises(KeyError, match=r"1\.attn\.k"):
+        with apply_circuit(model, {}, partial):
+            pass
+
+
+# Mean ablation compared with the same ablation made through the hook intervention API.
+
+
+def test_one_dropped_channel_matches_mean_ablate(model_and_means):
+    model, means = model_and_means
+    idx = tokens()
+    location, dropped = "0.mlp.post_act", 3
+    circuit = full_circuit(means)
+    circuit[location] = torch.tensor([c for c in range(means[location].numel()) if c != dropped])
+
+    expected = mean_ablated_logits(model, idx, {location: mean_ablate(means[location], [dropped])})
+    actual = circuit_logits(model, idx, circuit, means)
+
+    with torch.no_grad():
+        clean = model(idx)[0]
+    assert torch.equal(actual, expected)
+    assert not torch.equal(actual, clean)
+
+
+def test_empty_circuit_matches_full_mean_ablate(model_and_means):
+    model, means = model_and_means
+    idx = tokens()
+    everything = {loc: mean_ablate(means[loc]) for loc in node_locations(model.config)}
+
+    expected = mean_ablated_logits(model, idx, everything)
+    actual = circuit_logits(model, idx, {}, means)
+
+    assert torch.equal(actual, expected)
+
+
+def test_inverted_full_circuit_matches_full_ablate(model_and_means):
+    model, means = model_and_means
+    idx = tokens()
+    everything = {loc: mean_ablate(means[loc]) for loc in node_locations(model.config)}
+
+    expected = mean_ablated_logits(model, idx, everything)
+    actual = circuit_logits(model, idx, full_circuit(means), means, invert=True)
+
+    assert torch.equal(actual, expected)
+
+
+def test_inverted_one_channel_matches_mean_ablate(model_and_means):
+    model, means = model_and_means
+    idx = tokens()
+    location, kept_channel = "1.attn.v", 7
+
+    expected = mean_ablated_logits(
+        model, idx, {location: mean_ablate(means[location], [kept_channel])}
+    )
+    actual = circuit_logits(
+        model, idx, {location: torch.tensor([kept_channel])}, means, invert=True
+    )
+
+    assert torch.equal(actual, expected)
