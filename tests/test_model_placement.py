@@ -1,5 +1,5 @@
-"""Where load_model puts a model (CPU unless CUDA is asked for and present) and how much of a
-checkpoint load_tensor reads (only the requested tensor's pages, through a memory map)."""
+"""load_model and load_tensor: the device (CPU unless CUDA is requested and present), the layers
+that get the sparse path, and how much of a checkpoint one tensor's read takes (its pages only)."""
 
 import json
 import logging
@@ -14,6 +14,7 @@ import torch
 from inference.config import config_from_dict
 from inference.gpt import GPT, load_model
 from inference.loading import load_tensor, pick_device
+from inference.sparse import SparseLinear
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"block_size": 8, "vocab_size": 16, "n_layer": 1, "n_head": 2, "d_model": 8, "bias": False}
@@ -97,3 +98,26 @@ def test_load_tensor_reads_only_its_pages(tmp_path):
 def test_load_tensor_names_missing_key(model_dir):
     with pytest.raises(KeyError, match="has no tensor 'nope'"):
         load_tensor(model_dir, "nope")
+
+
+def test_auto_sparse_picks_large_sparse_layers(tmp_path):
+    # c_fc has 2**20 weights at density 1/64, so "auto" gives it CSR products. c_attn is as
+    # large but dense, so it keeps dense products.
+    config = dict(CONFIG, d_model=1024, d_mlp=1024, n_head=8, vocab_size=64)
+    torch.manual_seed(0)
+    model = GPT(config_from_dict(config))
+    with torch.no_grad():
+        weight = model.transformer.h[0].mlp.c_fc.weight
+        weight.mul_(torch.rand_like(weight) < 1 / 64)
+    (tmp_path / "beeg_config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), tmp_path / "final_model.pt")
+
+    auto = load_model(tmp_path)
+    dense = load_model(tmp_path, sparse=False)
+    block = auto.transformer.h[0]
+    assert isinstance(block.mlp.c_fc, SparseLinear)
+    assert not isinstance(block.attn.c_attn, SparseLinear)
+
+    idx = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(auto(idx)[0], dense(idx)[0], atol=1e-5, rtol=0)
