@@ -72,23 +72,45 @@ def cache_path_for_url(url: str, root: Path | None = None) -> Path:
     return (root or cache_dir()).joinpath(host_folder, *segments)
 
 
-def check_file(path: Path, source: str) -> None:
-    """Raise CorruptFileError if `path` is empty or is a `.pt` file that is not a complete zip.
+def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
+    """Raise CorruptFileError if `path` is empty or is a `.pt` file that torch.save did not write whole.
 
     `source` names the file in the message (the URL for a download, else the path).
-    torch.save writes zip archives, and a truncated one loses its central directory at the end,
-    which `zipfile.is_zipfile` detects without reading the whole file.
+    torch.save writes zip archives with a `<name>/data.pkl` entry. A truncated one loses its
+    central directory at the end, which `zipfile.is_zipfile` detects without reading the whole
+    file. `verify_crc=True` also reads every entry and checks its CRC-32, which finds damaged
+    bytes anywhere; downloads use it once, before the file enters the cache.
     """
     size = path.stat().st_size
     if size == 0:
         raise CorruptFileError(
             f"{source} is empty (0 bytes). The store copy is broken: re-upload or regenerate it."
         )
+    if not source.endswith(".pt"):
+        return
 
-    if source.endswith(".pt") and not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path):
         raise CorruptFileError(
             f"{source} ({size} bytes) is not a complete zip archive, so torch cannot load it "
             "(probably truncated). Re-upload or regenerate it."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            damaged = archive.testzip() if verify_crc else None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CorruptFileError(
+            f"{source} ({size} bytes) is a damaged zip archive ({err}). Re-upload or regenerate it."
+        ) from err
+    if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+        raise CorruptFileError(
+            f"{source} ({size} bytes) is a zip archive without a data.pkl entry, so torch.save did "
+            "not write it. Save the file with torch.save."
+        )
+    if damaged is not None:
+        raise CorruptFileError(
+            f"{source} ({size} bytes) has a damaged entry {damaged} (its CRC-32 does not match). "
+            "Download it again, or re-upload or regenerate the store copy."
         )
 
 
@@ -120,7 +142,7 @@ def download(
         try:
             with os.fdopen(temp_fd, "wb") as temp_file:
                 _stream_to_file(url, temp_file, session, timeout, progress)
-            check_file(temp_path, url)
+            check_file(temp_path, url, verify_crc=True)
             os.replace(temp_path, destination)
         finally:
             temp_path.unlink(missing_ok=True)

@@ -151,7 +151,8 @@ class Store:
         """Return a local path to the file `relpath`, downloading a remote file once.
 
         Raises FileNotFoundError if the file is missing (HTTP 404 for a remote store) and
-        `registry.cache.CorruptFileError` for an empty file or a `.pt` that is not a complete zip.
+        `registry.cache.CorruptFileError` for an empty file or a `.pt` that is not a complete
+        torch.save archive. A download also has every entry's CRC-32 checked before it is cached.
         """
         check_relpath(relpath)
         if not self.is_remote:

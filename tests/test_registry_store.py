@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def store_folder(tmp_path: Path) -> Path:
     (folder / "models" / "empty.pt").write_bytes(b"")
     full = write_pt(folder / "models" / "whole.pt", {"x": torch.zeros(1000)})
     (folder / "models" / "truncated.pt").write_bytes(full[: len(full) // 2])
+    flipped = bytearray(full)
+    flipped[len(full) // 2] ^= 0xFF  # inside the 4,000 bytes of tensor data
+    (folder / "models" / "flipped.pt").write_bytes(bytes(flipped))
+    with zipfile.ZipFile(folder / "models" / "foreign.pt", "w") as archive:
+        archive.writestr("notes.txt", "not written by torch.save")
     return folder
 
 
@@ -163,6 +169,8 @@ def test_concurrent_downloads_fetch_once(http_store, store_folder, tmp_path):  #
     [
         ("empty.pt", r"empty\.pt is empty \(0 bytes\)"),
         ("truncated.pt", r"bytes\) is not a complete zip"),
+        ("flipped.pt", r"has a damaged entry whole/data/0 \(its CRC-32 does not match\)"),
+        ("foreign.pt", r"is a zip archive without a data.pkl entry"),
     ],
 )
 def test_broken_download_not_cached(http_store, store_folder, tmp_path, name, message):  # noqa: F811
@@ -195,7 +203,16 @@ def test_local_broken_pt_rejected(store_folder):
         store.local_path("models/empty.pt")
     with pytest.raises(CorruptFileError, match="not a complete zip"):
         store.local_path("models/truncated.pt")
+    with pytest.raises(CorruptFileError, match="without a data.pkl entry"):
+        store.local_path("models/foreign.pt")
     assert store.local_path("models/whole.pt") == store_folder / "models" / "whole.pt"
+
+
+def test_local_file_skips_crc_check(store_folder):
+    # Reading every byte of a local checkpoint at each access would cost too much, so only
+    # downloads get the CRC-32 check.
+    path = Store(store_folder).local_path("models/flipped.pt")
+    assert path == store_folder / "models" / "flipped.pt"
 
 
 def test_missing_file_raises_not_found(http_store, store_folder, tmp_path):  # noqa: F811
@@ -219,7 +236,7 @@ def test_list_dir_html(http_store, store_folder, tmp_path):  # noqa: F811
     store = Store(served.url, cache_root=tmp_path / "cache")
     local = Store(store_folder)
 
-    expected = ["empty.pt", "m1", "m2 b", "truncated.pt", "whole.pt"]
+    expected = ["empty.pt", "flipped.pt", "foreign.pt", "m1", "m2 b", "truncated.pt", "whole.pt"]
     assert store.list_dir("models") == expected
     assert local.list_dir("models") == expected
     assert store.list_dir("") == ["models"]
@@ -250,8 +267,16 @@ def test_list_dir_azure_pages(http_store, tmp_path, store_folder):  # noqa: F811
     served = http_store(tmp_path / "served", azure_page_size=2)
     store = Store(f"{served.url}/container", cache_root=tmp_path / "cache", listing_kind="azure")
 
-    assert store.list_dir("models") == ["empty.pt", "m1", "m2 b", "truncated.pt", "whole.pt"]
-    assert served.count("GET", "comp=list") == 3  # 5 entries, 2 per page
+    assert store.list_dir("models") == [
+        "empty.pt",
+        "flipped.pt",
+        "foreign.pt",
+        "m1",
+        "m2 b",
+        "truncated.pt",
+        "whole.pt",
+    ]
+    assert served.count("GET", "comp=list") == 4  # 7 entries, 2 per page
     assert store.list_dir("") == ["models"]
     with pytest.raises(FileNotFoundError, match="'nope' not found"):
         store.list_dir("nope")
