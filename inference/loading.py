@@ -37,18 +37,33 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable or does not match its config."""
 
 
-def resolve_model_files(path_or_url: str | os.PathLike) -> tuple[Path, Path]:
-    """Return local paths of (beeg_config.json, final_model.pt) for a folder, URL or store name."""
+def resolve_model_files(
+    path_or_url: str | os.PathLike, *, verify_crc: bool = False
+) -> tuple[Path, Path]:
+    """Return local paths of (beeg_config.json, final_model.pt) for a folder, URL or store name.
+
+    `verify_crc=True` reads the whole checkpoint once to check its CRC-32 values, so damaged
+    bytes raise `registry.cache.CorruptFileError` (a damaged cached download is fetched again).
+    """
+    from registry.cache import check_file
+
     text = str(path_or_url)
     if text.startswith(("http://", "https://")):
         from registry.store import Store
 
         store = Store(text.rstrip("/"))
-        return store.local_path(CONFIG_FILE), store.local_path(WEIGHTS_FILE)
+        return store.local_path(CONFIG_FILE), store.local_path(WEIGHTS_FILE, verify_crc=verify_crc)
 
     folder = Path(text)
     if folder.is_dir():
-        return _existing(folder / CONFIG_FILE), _existing(folder / WEIGHTS_FILE)
+        weights = _existing(folder / WEIGHTS_FILE)
+        check_file(weights, str(weights), verify_crc=verify_crc)
+        return _existing(folder / CONFIG_FILE), weights
+    if folder.is_file():
+        raise NotADirectoryError(
+            f"{text} is a file; pass the model folder that contains {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}, such as {folder.parent}"
+        )
     if "/" in text or os.sep in text or text.startswith("."):
         raise FileNotFoundError(
             f"model folder {text} not found; pass a folder with {CONFIG_FILE} and "
@@ -61,7 +76,7 @@ def resolve_model_files(path_or_url: str | os.PathLike) -> tuple[Path, Path]:
     name = check_model(text)
     store = default_store()
     return store.local_path(f"models/{name}/{CONFIG_FILE}"), store.local_path(
-        f"models/{name}/{WEIGHTS_FILE}"
+        f"models/{name}/{WEIGHTS_FILE}", verify_crc=verify_crc
     )
 
 
@@ -231,11 +246,17 @@ def load_model(
     `sparse="auto"` gives the CSR forward path of `inference.sparse` (used outside autograd only)
     to Linear layers of weight density <= 1/8 with at least 2**20 weights
     (`inference.sparse.DEFAULT_MIN_WEIGHTS`); True forces it on every Linear, False keeps the
-    dense path.
+    dense path. The checkpoint's CRC-32 values are checked first (one read of the file), so a
+    damaged byte raises CheckpointError instead of loading wrong weights.
     """
     if sparse not in (True, False, "auto"):
         raise ValueError(f"sparse={sparse!r} is invalid; use True, False or 'auto'")
-    config_path, weights_path = resolve_model_files(path_or_url)
+    from registry.cache import CorruptFileError
+
+    try:
+        config_path, weights_path = resolve_model_files(path_or_url, verify_crc=True)
+    except CorruptFileError as err:
+        raise CheckpointError(str(err)) from err
     config = read_config(config_path)
     state = read_state_dict(weights_path, mmap=mmap)
 

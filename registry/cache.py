@@ -6,10 +6,11 @@ The cache folder is `CIRCUIT_SPARSITY_CACHE`, else `$XDG_CACHE_HOME/circuit-spar
 
 Downloads are written to a temporary file in the destination folder, checked, then moved into place
 with `os.replace` while holding a file lock, so concurrent threads and processes see either no file
-or a complete one. A file that fails the check (empty, or a `.pt` that is not a complete zip
-archive) is deleted and never cached.
+or a complete one. A file that fails the check (empty, a `.pt` that is not a whole torch.save
+archive, or a `.json` that is neither JSON nor JSON Lines) is deleted and never cached.
 """
 
+import json
 import logging
 import os
 import tempfile
@@ -36,7 +37,7 @@ _CHUNK_BYTES = 1 << 16
 
 
 class CorruptFileError(ValueError):
-    """A store file that is empty or, for `.pt`, not a complete zip archive."""
+    """A store file that is empty, a damaged `.pt` archive or a `.json` that does not parse."""
 
 
 def cache_dir() -> Path:
@@ -73,7 +74,7 @@ def cache_path_for_url(url: str, root: Path | None = None) -> Path:
 
 
 def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
-    """Raise CorruptFileError if `path` is empty or is a `.pt` file that torch.save did not write whole.
+    """Raise CorruptFileError for an empty file, a damaged `.pt` archive or a `.json` that does not parse.
 
     `source` names the file in the message (the URL for a download, else the path).
     torch.save writes zip archives with a `<name>/data.pkl` entry. A truncated one loses its
@@ -86,6 +87,9 @@ def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
         raise CorruptFileError(
             f"{source} is empty (0 bytes). The store copy is broken: re-upload or regenerate it."
         )
+    if source.endswith(".json"):
+        _check_json(path, source, size)
+        return
     if not source.endswith(".pt"):
         return
 
@@ -112,6 +116,26 @@ def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
             f"{source} ({size} bytes) has a damaged entry {damaged} (its CRC-32 does not match). "
             "Download it again, or re-upload or regenerate the store copy."
         )
+
+
+def _check_json(path: Path, source: str, size: int) -> None:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        json.loads(text)
+        return
+    except json.JSONDecodeError as whole_error:
+        error = whole_error
+    try:
+        for line in text.splitlines():
+            if line.strip():
+                json.loads(line)
+        return
+    except json.JSONDecodeError:
+        pass
+    raise CorruptFileError(
+        f"{source} ({size} bytes) is not valid JSON or JSON Lines ({error}). "
+        "Fix or regenerate the store copy."
+    )
 
 
 def download(

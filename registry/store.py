@@ -22,7 +22,14 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from registry import listing
-from registry.cache import DEFAULT_TIMEOUT, cache_dir, cache_path_for_url, check_file, download
+from registry.cache import (
+    DEFAULT_TIMEOUT,
+    CorruptFileError,
+    cache_dir,
+    cache_path_for_url,
+    check_file,
+    download,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +121,12 @@ class Store:
         root = str(root)
         self.is_remote = root.startswith(("http://", "https://"))
         if self.is_remote:
+            parts = urlsplit(root)
+            if parts.query or parts.fragment:
+                raise ValueError(
+                    f"Store URL {root!r} has a query string or fragment; pass the plain URL of "
+                    "the store folder, e.g. https://host/circuit-sparsity"
+                )
             self.root = root.rstrip("/")
         else:
             self.root = str(Path(root).expanduser().resolve())
@@ -147,25 +160,36 @@ class Store:
             return Path(self.root, relpath).as_uri()
         return f"{self.root}/{quote(relpath)}" if relpath else self.root
 
-    def local_path(self, relpath: str) -> Path:
+    def local_path(self, relpath: str, *, verify_crc: bool = False) -> Path:
         """Return a local path to the file `relpath`, downloading a remote file once.
 
         Raises FileNotFoundError if the file is missing (HTTP 404 for a remote store) and
-        `registry.cache.CorruptFileError` for an empty file or a `.pt` that is not a complete
-        torch.save archive. A download also has every entry's CRC-32 checked before it is cached.
+        `registry.cache.CorruptFileError` for an empty file, a `.pt` that is not a complete
+        torch.save archive or a `.json` that does not parse. A download also has every entry's
+        CRC-32 checked before it is cached. `verify_crc=True` checks the CRC-32 of a local or
+        already cached `.pt` too, and replaces a damaged cached copy by a new download.
         """
         check_relpath(relpath)
         if not self.is_remote:
             path = Path(self.root, relpath)
             if not path.is_file():
                 raise FileNotFoundError(f"{relpath} not found in store folder {self.root}.")
-            check_file(path, str(path))
+            check_file(path, str(path), verify_crc=verify_crc)
             return path
 
         url = self.url(relpath)
         path = cache_path_for_url(url, self.cache_root or cache_dir())
         if path.is_file():
-            return path
+            if not verify_crc:
+                return path
+            try:
+                check_file(path, str(path), verify_crc=True)
+                return path
+            except CorruptFileError as err:
+                logger.warning(
+                    "Deleting a damaged cached copy of %s and downloading it again: %s", url, err
+                )
+                path.unlink(missing_ok=True)
         return download(
             url, path, session=self._session(), timeout=self.timeout, progress=self.progress
         )

@@ -210,7 +210,8 @@ def test_prefix_on_some_keys_kept(caplog):
 def test_corrupt_checkpoint_names_file_and_size(tmp_path, content):
     folder = write_model(tmp_path / "m", BASE)
     (folder / "final_model.pt").write_bytes(content)
-    with pytest.raises(CheckpointError, match=rf"final_model.pt \({len(content)} bytes\)"):
+    size = len(content)
+    with pytest.raises(CheckpointError, match=rf"final_model.pt (is empty )?\({size} bytes\)"):
         load_model(folder)
 
 
@@ -239,3 +240,37 @@ def test_float_token_ids_rejected():
     model = GPT(config_from_dict(BASE))
     with pytest.raises(ValueError, match="integer token ids"):
         model(torch.zeros(1, 4))
+
+
+def _first_tensor_byte(checkpoint) -> int:
+    """Return the file offset of the first byte of the first tensor's data in a torch.save zip."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(checkpoint) as archive:
+        entry = next(info for info in archive.infolist() if "/data/" in info.filename)
+    raw = checkpoint.read_bytes()
+    # A zip local header is 30 bytes, then the name, then the extra field (torch pads there).
+    name_length, extra_length = struct.unpack(
+        "<HH", raw[entry.header_offset + 26 : entry.header_offset + 30]
+    )
+    return entry.header_offset + 30 + name_length + extra_length
+
+
+def test_damaged_checkpoint_byte_rejected(tmp_path):
+    folder = write_model(tmp_path / "m", BASE)
+    checkpoint = folder / "final_model.pt"
+    damaged = bytearray(checkpoint.read_bytes())
+    damaged[_first_tensor_byte(checkpoint)] ^= 0xFF
+    checkpoint.write_bytes(bytes(damaged))
+
+    with pytest.raises(
+        CheckpointError, match=r"has a damaged entry .* \(its CRC-32 does not match\)"
+    ):
+        load_model(folder)
+
+
+def test_checkpoint_file_instead_of_folder(tmp_path):
+    folder = write_model(tmp_path / "m", BASE)
+    with pytest.raises(NotADirectoryError, match="final_model.pt is a file; pass the model folder"):
+        load_model(folder / "final_model.pt")

@@ -351,3 +351,51 @@ def test_progress_bar_switch(http_store, tmp_path, capsys, progress, shown):  # 
 
     store.local_path("big.bin")
     assert ("big.bin" in capsys.readouterr().err) is shown
+
+
+def test_damaged_cached_copy_fetched_again(http_store, store_folder, tmp_path):  # noqa: F811
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
+    cached = store.local_path("models/whole.pt")
+
+    # The cached copy is damaged after the download: a plain read still returns it, and a
+    # CRC-checked read replaces it with a new download.
+    damaged = bytearray(cached.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    cached.write_bytes(bytes(damaged))
+    assert store.local_path("models/whole.pt").read_bytes() == bytes(damaged)
+    assert served.count("GET", "whole.pt") == 1
+
+    path = store.local_path("models/whole.pt", verify_crc=True)
+    assert served.count("GET", "whole.pt") == 2
+    assert path.read_bytes() == (store_folder / "models" / "whole.pt").read_bytes()
+
+
+def test_invalid_json_download_not_cached(http_store, store_folder, tmp_path):  # noqa: F811
+    config = store_folder / "models" / "m1" / "beeg_config.json"
+    config.write_text('{"n_layer": 1')  # cut short
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
+
+    with pytest.raises(CorruptFileError, match="is not valid JSON or JSON Lines"):
+        store.local_path("models/m1/beeg_config.json")
+
+    # Once the store copy is fixed, the next read downloads it.
+    config.write_text('{"n_layer": 1}')
+    assert store.local_path("models/m1/beeg_config.json").read_text() == '{"n_layer": 1}'
+
+
+def test_json_lines_download_accepted(http_store, store_folder, tmp_path):  # noqa: F811
+    curve = store_folder / "train_curves" / "m1" / "progress.json"
+    curve.parent.mkdir(parents=True)
+    curve.write_text('{"step": 1}\n{"step": 2}\n')
+    served = http_store(store_folder)
+    store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
+
+    assert store.local_path("train_curves/m1/progress.json").read_text() == curve.read_text()
+
+
+@pytest.mark.parametrize("root", ["http://127.0.0.1:1/store?sig=abc", "http://127.0.0.1:1/s#top"])
+def test_store_url_with_query_rejected(root):
+    with pytest.raises(ValueError, match="has a query string or fragment"):
+        Store(root)
