@@ -12,6 +12,7 @@ from webapp.url_state import (
     MAX_TEXT_URL_BYTES,
     ViewState,
     parse_query,
+    text_url_bytes,
     to_query_string,
     update_state,
 )
@@ -77,8 +78,6 @@ def test_parse_query_empty_is_default():
         ("sample", "abc"),
         ("source", "file"),
         ("fraction", "0.2"),
-        ("text", "x" * (MAX_TEXT_URL_BYTES + 1)),
-        ("text", "\u00e9" * (MAX_TEXT_URL_BYTES // 6 + 1)),
         ("position", "-1"),
         ("position", "2.5"),
         ("position", "1234567"),
@@ -213,6 +212,25 @@ def test_text_limit_counts_url_bytes(text, accepted):
     assert (messages == []) is accepted
     if not accepted:
         assert f"the limit is {MAX_TEXT_URL_BYTES}" in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("x" * (MAX_TEXT_URL_BYTES + 5), MAX_TEXT_URL_BYTES),
+        ("\u00e9" * (MAX_TEXT_URL_BYTES // 6 + 1), MAX_TEXT_URL_BYTES // 6),
+        ("ab " * MAX_TEXT_URL_BYTES, 3 * (MAX_TEXT_URL_BYTES // 5)),
+    ],
+)
+def test_long_text_cut_to_limit(text, kept):
+    state, messages = parse_query({"text": text})
+    assert state.text == text[:kept]
+    assert text_url_bytes(state.text) <= MAX_TEXT_URL_BYTES
+    assert text_url_bytes(text[: kept + 1]) > MAX_TEXT_URL_BYTES
+    assert messages == [
+        f"Cut URL parameter text to its first {kept} of {len(text)} characters: it takes "
+        f"{text_url_bytes(text)} bytes in the URL and the limit is {MAX_TEXT_URL_BYTES}."
+    ]
 
 
 def test_longest_per_token_url_fits_gunicorn():

@@ -151,6 +151,18 @@ def check_text(value: str) -> str:
     return value
 
 
+def cut_text(value: str) -> str:
+    """Return the longest prefix of `value` whose URL form fits in MAX_TEXT_URL_BYTES."""
+    low, high = 0, len(value)  # the answer's length lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if text_url_bytes(value[:middle]) <= MAX_TEXT_URL_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return value[:low]
+
+
 def _parse_fraction(value: str) -> str:
     if value not in EXAMPLE_FRACTIONS:
         raise ValueError(f"expected one of {', '.join(EXAMPLE_FRACTIONS)}")
@@ -247,6 +259,15 @@ def parse_query(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
         if isinstance(raw, list | tuple):
             raw = raw[-1] if raw else None
         if raw is None or raw == "":
+            continue
+        if name == "text" and text_url_bytes(str(raw)) > MAX_TEXT_URL_BYTES:
+            # Keep what fits rather than drop the whole text, so a long link still shows it.
+            values[name] = cut_text(str(raw))
+            messages.append(
+                f"Cut URL parameter text to its first {len(values[name])} of {len(str(raw))} "
+                f"characters: it takes {text_url_bytes(str(raw))} bytes in the URL and the limit "
+                f"is {MAX_TEXT_URL_BYTES}."
+            )
             continue
         try:
             values[name] = parse(str(raw))
