@@ -86,7 +86,7 @@ def test_parse_query_empty_is_default():
         ("block", "attn"),
         ("log", "z"),
         ("log", "x,z"),
-        ("nodes", "0.attn.q:1,0.attn.z:2"),
+        ("nodes", "0.attn.z:2,x"),
         ("nodes", ",".join(f"0.attn.q:{i}" for i in range(9))),
     ],
 )
@@ -212,6 +212,13 @@ def test_text_limit_counts_url_bytes(text, accepted):
     assert (messages == []) is accepted
     if not accepted:
         assert f"the limit is {MAX_TEXT_URL_BYTES}" in messages[0]
+
+
+def test_bad_node_entry_keeps_the_others():
+    state, messages = parse_query({"nodes": "0.attn.q:1,x,1.mlp.post_act:3"})
+    assert state.nodes == ("0.attn.q:1", "1.mlp.post_act:3")
+    assert len(messages) == 1
+    assert messages[0].startswith("Ignored entries of URL parameter nodes: invalid node 'x'")
 
 
 @pytest.mark.parametrize(

@@ -224,6 +224,19 @@ def _parse_nodes(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _split_nodes(value: str) -> tuple[list[str], list[str]]:
+    """Split a `nodes` value into its valid entries and one message per invalid entry."""
+    valid, rejected = [], []
+    for text in value.split(","):
+        if not text:
+            continue
+        try:
+            valid.append(str(parse_node_key(text)))
+        except ValueError as err:
+            rejected.append(str(err))
+    return valid, rejected
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "model": _parse_name,
     "task": _parse_name,
@@ -269,6 +282,12 @@ def parse_query(query: Mapping[str, Any]) -> tuple[ViewState, list[str]]:
                 f"is {MAX_TEXT_URL_BYTES}."
             )
             continue
+        if name == "nodes":
+            # Keep the valid nodes of a list, so one bad entry does not drop the others.
+            valid, rejected = _split_nodes(str(raw))
+            if rejected and valid:
+                messages.append(f"Ignored entries of URL parameter nodes: {'; '.join(rejected)}.")
+                raw = ",".join(valid)
         try:
             values[name] = parse(str(raw))
         except ValueError as err:
