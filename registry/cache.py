@@ -7,7 +7,7 @@ The cache folder is `CIRCUIT_SPARSITY_CACHE`, else `$XDG_CACHE_HOME/circuit-spar
 Downloads are written to a temporary file in the destination folder, checked, then moved into place
 with `os.replace` while holding a file lock, so concurrent threads and processes see either no file
 or a complete one. A file that fails the check (empty, a `.pt` that is not a whole torch.save
-archive, or a `.json` that is neither JSON nor JSON Lines) is deleted and never cached.
+archive, or a config or sweep summary that is not valid JSON) is deleted and never cached.
 """
 
 import json
@@ -30,6 +30,10 @@ CACHE_ENV_VAR = "CIRCUIT_SPARSITY_CACHE"
 # for each chunk, not the whole download.
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
+# Store files that hold one JSON value. A download of one that does not parse is not cached.
+# Training curves (progress.json) are JSON Lines whose last line may still be being written.
+JSON_DOCUMENTS = ("beeg_config.json", "sweep.json")
+
 # Files smaller than this download without a progress bar.
 PROGRESS_MIN_BYTES = 1 << 20
 
@@ -37,7 +41,7 @@ _CHUNK_BYTES = 1 << 16
 
 
 class CorruptFileError(ValueError):
-    """A store file that is empty, a damaged `.pt` archive or a `.json` that does not parse."""
+    """A store file that is empty, a damaged `.pt` archive or a JSON document that does not parse."""
 
 
 def cache_dir() -> Path:
@@ -74,7 +78,7 @@ def cache_path_for_url(url: str, root: Path | None = None) -> Path:
 
 
 def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
-    """Raise CorruptFileError for an empty file, a damaged `.pt` archive or a `.json` that does not parse.
+    """Raise CorruptFileError if `path` is empty or is a `.pt` file that torch.save did not write whole.
 
     `source` names the file in the message (the URL for a download, else the path).
     torch.save writes zip archives with a `<name>/data.pkl` entry. A truncated one loses its
@@ -87,9 +91,6 @@ def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
         raise CorruptFileError(
             f"{source} is empty (0 bytes). The store copy is broken: re-upload or regenerate it."
         )
-    if source.endswith(".json"):
-        _check_json(path, source, size)
-        return
     if not source.endswith(".pt"):
         return
 
@@ -118,24 +119,15 @@ def check_file(path: Path, source: str, *, verify_crc: bool = False) -> None:
         )
 
 
-def _check_json(path: Path, source: str, size: int) -> None:
-    text = path.read_text(encoding="utf-8", errors="replace")
+def check_json_document(path: Path, source: str) -> None:
+    """Raise CorruptFileError if `path` does not parse as one JSON value."""
     try:
-        json.loads(text)
-        return
-    except json.JSONDecodeError as whole_error:
-        error = whole_error
-    try:
-        for line in text.splitlines():
-            if line.strip():
-                json.loads(line)
-        return
-    except json.JSONDecodeError:
-        pass
-    raise CorruptFileError(
-        f"{source} ({size} bytes) is not valid JSON or JSON Lines ({error}). "
-        "Fix or regenerate the store copy."
-    )
+        json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        size = path.stat().st_size
+        raise CorruptFileError(
+            f"{source} ({size} bytes) is not valid JSON ({err}). Fix or regenerate the store copy."
+        ) from err
 
 
 def download(
@@ -167,6 +159,8 @@ def download(
             with os.fdopen(temp_fd, "wb") as temp_file:
                 _stream_to_file(url, temp_file, session, timeout, progress)
             check_file(temp_path, url, verify_crc=True)
+            if url.rsplit("/", 1)[-1] in JSON_DOCUMENTS:
+                check_json_document(temp_path, url)
             os.replace(temp_path, destination)
         finally:
             temp_path.unlink(missing_ok=True)

@@ -164,9 +164,9 @@ class Store:
         """Return a local path to the file `relpath`, downloading a remote file once.
 
         Raises FileNotFoundError if the file is missing (HTTP 404 for a remote store) and
-        `registry.cache.CorruptFileError` for an empty file, a `.pt` that is not a complete
-        torch.save archive or a `.json` that does not parse. A download also has every entry's
-        CRC-32 checked before it is cached. `verify_crc=True` checks the CRC-32 of a local or
+        `registry.cache.CorruptFileError` for an empty file or a `.pt` that is not a complete
+        torch.save archive. A download also has every entry's CRC-32 checked, and a config or
+        sweep summary its JSON, before it is cached. `verify_crc=True` checks the CRC-32 of a local or
         already cached `.pt` too, and replaces a damaged cached copy by a new download.
         """
         check_relpath(relpath)

@@ -377,7 +377,7 @@ def test_invalid_json_download_not_cached(http_store, store_folder, tmp_path):  
     served = http_store(store_folder)
     store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
 
-    with pytest.raises(CorruptFileError, match="is not valid JSON or JSON Lines"):
+    with pytest.raises(CorruptFileError, match="beeg_config.json .* is not valid JSON"):
         store.local_path("models/m1/beeg_config.json")
 
     # Once the store copy is fixed, the next read downloads it.
@@ -385,10 +385,11 @@ def test_invalid_json_download_not_cached(http_store, store_folder, tmp_path):  
     assert store.local_path("models/m1/beeg_config.json").read_text() == '{"n_layer": 1}'
 
 
-def test_json_lines_download_accepted(http_store, store_folder, tmp_path):  # noqa: F811
+def test_curve_with_partial_line_downloaded(http_store, store_folder, tmp_path):  # noqa: F811
+    # A run still training may be writing the last line; the curve reader skips it.
     curve = store_folder / "train_curves" / "m1" / "progress.json"
     curve.parent.mkdir(parents=True)
-    curve.write_text('{"step": 1}\n{"step": 2}\n')
+    curve.write_text('{"step": 1}\n{"step": 2}\n{"st')
     served = http_store(store_folder)
     store = Store(served.url, cache_root=tmp_path / "cache", progress=False)
 
