@@ -18,6 +18,7 @@ reads, are NaN so that plots can leave them blank.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -69,7 +70,7 @@ def channel_score_contributions(q: torch.Tensor, k: torch.Tensor, channel: int) 
     that the softmax reads. Returns (pos, pos) with NaN above the diagonal.
     """
     length, d_head = q.shape
-    _check_channel(channel, d_head)
+    channel = _check_channel(channel, d_head)
     contributions = torch.outer(q[:, channel], k[:, channel]) / math.sqrt(d_head)  # (pos, pos)
     return contributions.masked_fill(~causal_mask(length), float("nan"))
 
@@ -82,7 +83,7 @@ def weighted_value_contributions(
     `probs` is (pos, pos) from `attention_probs`, `v` is (pos, d_head). Each row, NaN entries
     skipped, sums to the head's output `y[i, c]`. Returns (pos, pos) with NaN above the diagonal.
     """
-    _check_channel(channel, v.shape[1])
+    channel = _check_channel(channel, v.shape[1])
     return probs * v[:, channel].unsqueeze(0)  # (pos, pos): column j scaled by v[j, c]
 
 
@@ -91,11 +92,31 @@ def head_output(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(probs) @ v
 
 
-def _check_channel(channel: int, d_head: int) -> None:
-    if not 0 <= channel < d_head:
-        raise ValueError(
-            f"channel {channel} is out of range: a head has channels 0 to {d_head - 1}"
-        )
+def as_integer(value: object, name: str) -> int:
+    """Return `value` as an int (via `__index__`), raising TypeError naming `name` otherwise.
+
+    Rejects bools, which Python counts as ints, and floats such as 2.5 or 2.0.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer; got the bool {value}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer; got {value!r} ({type(value).__name__})"
+        ) from None
+
+
+def _check_index(value: object, name: str, count: int, owner: str) -> int:
+    """Return `value` as an int in [0, count), raising TypeError or ValueError naming `name`."""
+    index = as_integer(value, name)
+    if not 0 <= index < count:
+        raise ValueError(f"{name} {index} is out of range: {owner} has {name}s 0 to {count - 1}")
+    return index
+
+
+def _check_channel(channel: int, d_head: int) -> int:
+    return _check_index(channel, "channel", d_head, "a head")
 
 
 @torch.no_grad()
@@ -105,16 +126,15 @@ def record_head(
     """Run `model` on one sequence `idx` (1, pos) and return head `head` of layer `layer`.
 
     q, k and v are the recorded hook activations (after AbsTopK, as the model uses them).
-    Raises ValueError naming the layer or head when the model has no such one.
+    Raises TypeError when `layer` or `head` is not an integer (a bool or float included) or `idx`
+    is not a tensor, and ValueError naming the layer or head when the model has no such one.
     """
     config = model.config
-    if not 0 <= layer < config.n_layer:
-        raise ValueError(
-            f"layer {layer} is out of range: the model has layers 0 to {config.n_layer - 1}"
-        )
-    if not 0 <= head < config.n_head:
-        raise ValueError(
-            f"head {head} is out of range: the model has heads 0 to {config.n_head - 1}"
+    layer = _check_index(layer, "layer", config.n_layer, "the model")
+    head = _check_index(head, "head", config.n_head, "the model")
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(
+            f"idx must be a torch.Tensor of token ids, shape (1, pos); got {type(idx).__name__}"
         )
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"idx must hold one sequence, shape (1, pos); got {tuple(idx.shape)}")

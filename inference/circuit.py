@@ -10,6 +10,7 @@ where a circuit is run: the pruner, its verifier and the web app all call it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ import torch
 
 from inference.config import GPTConfig
 from inference.hook_utils import Intervention, hook_recorder
+from inference.interventions import channel_id_tensor
 
 BLOCK_NODE_LOCATIONS = (
     "attn.act_in",
@@ -31,6 +33,10 @@ BLOCK_NODE_LOCATIONS = (
 
 Circuit = Mapping[str, torch.Tensor]
 
+# Matches `<layer>.<block location>` with the layer in ASCII digits, because str.isdigit also
+# accepts "²" and "١", which int() rejects or reads as another number.
+_LOCATION = re.compile(r"([0-9]+)\.(.+)")
+
 
 def node_locations(config: GPTConfig) -> list[str]:
     """Return every node location of a model, in forward order."""
@@ -38,9 +44,17 @@ def node_locations(config: GPTConfig) -> list[str]:
 
 
 def location_width(config: GPTConfig, location: str) -> int:
-    """Number of channels (nodes) at a node location such as `3.attn.q`."""
-    layer, _, block_loc = location.partition(".")
-    if not layer.isdigit() or int(layer) >= config.n_layer or block_loc not in BLOCK_NODE_LOCATIONS:
+    """Number of channels (nodes) at a node location such as `3.attn.q`.
+
+    Raises TypeError for a location that is not a string and KeyError for one the model lacks.
+    """
+    if not isinstance(location, str):
+        raise TypeError(
+            f"node location must be a string such as '0.attn.q'; got {type(location).__name__}"
+        )
+    match = _LOCATION.fullmatch(location)
+    layer, block_loc = match.groups() if match else ("", "")
+    if not layer or int(layer) >= config.n_layer or block_loc not in BLOCK_NODE_LOCATIONS:
         raise KeyError(
             f"{location!r} is not a node location of this model; valid: "
             f"0..{config.n_layer - 1} followed by one of {', '.join(BLOCK_NODE_LOCATIONS)}"
@@ -87,9 +101,10 @@ def _kept_channel_ids(location: str, channel_ids, width: int) -> torch.Tensor:
     """Return the kept `channel_ids` at `location` as a 1-D LongTensor, checked against `width`.
 
     Integer-valued floats such as 3.0 are accepted. Negative ids are rejected instead of counting
-    from the end, and non-integer ids instead of being truncated.
+    from the end, and non-integer ids instead of being truncated. A string, set or mapping raises
+    TypeError.
     """
-    ids = torch.as_tensor(channel_ids)
+    ids = channel_id_tensor(channel_ids, f"circuit[{location!r}]")
     if ids.dim() > 1:
         raise ValueError(
             f"circuit[{location!r}] has shape {tuple(ids.shape)}; pass a 1-D tensor of kept "

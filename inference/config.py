@@ -212,9 +212,13 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> GPTConfi
     """Build a GPTConfig from a `beeg_config.json` dict.
 
     Known training-only keys are dropped (one log line lists them); unknown keys raise ValueError
-    naming all of them at once. `source` names the file in messages.
+    naming all of them at once. Every ValueError message starts with `source`, the file name,
+    including those of the checks in GPTConfig itself (such as n_head=-4).
     """
-    raw = upgrade_legacy_keys(raw)
+    try:
+        raw = upgrade_legacy_keys(raw)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
     fields = {f.name for f in dataclasses.fields(GPTConfig) if f.init}
 
     dropped = sorted(key for key in raw if key in TRAINING_ONLY_KEYS)
@@ -233,7 +237,10 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> GPTConfi
         logger.warning(
             "%s: debug_nans=True has no effect here; activations are not checked for NaN", source
         )
-    return GPTConfig(**values)
+    try:
+        return GPTConfig(**values)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from err
 
 
 def _is_int(value: Any) -> bool:

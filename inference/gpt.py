@@ -97,6 +97,7 @@ def causal_attention(
 
     The sink adds one key slot per head with logit `sink_logit[h]` and a zero value: it only enlarges
     the softmax denominator. Both paths (torch SDPA, explicit) compute the same function.
+    NOTE: NaN queries give zeros from torch 2.13's SDPA CPU kernel but NaN from the explicit path.
     """
     T = q.size(-2)
     scale = 1.0 / math.sqrt(q.size(-1))
@@ -223,6 +224,32 @@ def sinusoidal_positions(block_size: int, d_pos_emb: int) -> torch.Tensor:
     return enc[:, :d_pos_emb]
 
 
+# The embedding lookup and position indexing accept only these integer dtypes. The loss accepts
+# only int64, so forward converts int32 targets.
+TOKEN_ID_DTYPES = (torch.int64, torch.int32)
+
+
+def _check_integer_tensor(name: str, value: object, contents: str, shape: str) -> None:
+    """Raise TypeError unless `value` is an int64 or int32 tensor of `contents` (for messages)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of {contents} (a LongTensor of shape {shape}); "
+            f"got {type(value).__name__}; convert it with torch.tensor(..., dtype=torch.long)"
+        )
+    if value.dtype not in TOKEN_ID_DTYPES:
+        raise TypeError(
+            f"{name} must be an int64 or int32 tensor of {contents}; got dtype {value.dtype}; "
+            f"convert it with {name}.long()"
+        )
+
+
+def _min_max(*tensors: torch.Tensor | None) -> list[list[int]]:
+    """Return [min, max] of each tensor that is not None, copied to the host together."""
+    # Reading a bound of a CUDA tensor waits for the GPU, so all bounds are copied in one transfer.
+    bounds = [torch.stack(t.aminmax()).long() for t in tensors if t is not None]
+    return torch.stack(bounds).tolist()
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -275,25 +302,59 @@ class GPT(nn.Module):
             n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
-    def check_input(self, idx: torch.Tensor) -> None:
-        """Raise ValueError for a batch the model cannot run: wrong rank, too long, ids out of range."""
+    def check_input(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> None:
+        """Raise for a batch the model cannot run, naming the value and the fix.
+
+        TypeError: `idx` or `targets` is not an int64 or int32 tensor. ValueError: `idx` is not
+        (batch, pos) with 1 <= pos <= block_size, or holds an id outside the vocabulary. For
+        `targets`, also ValueError when its shape or device differs from idx's, when an entry is
+        neither -1 (no loss at that position) nor a vocabulary id, or when every entry is -1.
+        """
+        _check_integer_tensor("idx", idx, "token ids", "(batch, pos)")
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(
                 f"idx must have shape (batch, pos) with pos >= 1; got {tuple(idx.shape)}"
             )
-        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"idx must hold integer token ids; got dtype {idx.dtype}")
         T = idx.size(1)
         if T > self.config.block_size:
             raise ValueError(
                 f"sequence length {T} exceeds block_size {self.config.block_size}; "
                 "truncate the input to the last block_size tokens"
             )
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+        if targets is not None:
+            _check_integer_tensor("targets", targets, "token ids", "(batch, pos)")
+            if targets.shape != idx.shape or targets.device != idx.device:
+                raise ValueError(
+                    f"targets has shape {tuple(targets.shape)} on {targets.device}, but idx has "
+                    f"shape {tuple(idx.shape)} on {idx.device}; pass one target id per input "
+                    "position (-1 where no loss is taken), on idx's device"
+                )
+        self._check_id_values(idx, targets)
+
+    def _check_id_values(self, idx: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """Raise ValueError for ids outside the vocabulary, or for targets that are all -1."""
+        vocab_size = self.config.vocab_size
+        bounds = _min_max(idx, targets) if idx.numel() else []
+        if bounds:
+            low, high = bounds[0]
+            if low < 0 or high >= vocab_size:
+                raise ValueError(
+                    f"token id {low if low < 0 else high} is outside the vocabulary "
+                    f"[0, {vocab_size}); encode the text with this model's tokenizer"
+                )
+        if targets is None:
+            return
+        low, high = bounds[1] if bounds else (-1, -1)  # an empty batch has no target either
+        if low < -1 or high >= vocab_size:
             raise ValueError(
-                f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
-                "encode the text with this model's tokenizer"
+                f"target id {low if low < -1 else high} is invalid; targets must be token ids "
+                f"in [0, {vocab_size}) or -1 for a position without a loss"
+            )
+        if high == -1:
+            raise ValueError(
+                f"targets of shape {tuple(targets.shape)} has no position with a target (every "
+                "entry is -1 or the batch is empty), so the mean loss would be NaN; pass at "
+                "least one target id, or targets=None"
             )
 
     @staticmethod
@@ -303,10 +364,11 @@ class GPT(nn.Module):
         if targets is not None:
             raise ValueError("pass either targets or logit_positions, not both")
         B, T = idx.shape
-        if positions.shape != (B,) or positions.is_floating_point():
+        _check_integer_tensor("logit_positions", positions, "positions", f"({B},)")
+        if positions.shape != (B,):
             raise ValueError(
                 f"logit_positions must be a ({B},) integer tensor, one position per sequence; "
-                f"got shape {tuple(positions.shape)} and dtype {positions.dtype}"
+                f"got shape {tuple(positions.shape)}"
             )
         if B and (int(positions.min()) < 0 or int(positions.max()) >= T):
             raise ValueError(
@@ -323,14 +385,16 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Return (logits (B, T, vocab_size), loss, hidden states at each block input).
 
-        `loss` is the mean cross-entropy over targets != -1, or a zero tensor without targets. With
-        `include_resid_mid`, the hidden states also hold each block's resid_mid.
+        `idx` and `targets` are (B, T) int64 or int32 tensors of token ids. `loss` is the mean
+        cross-entropy over targets != -1, or a zero tensor without targets. With
+        `include_resid_mid`, the hidden states also hold each block's resid_mid. `check_input`
+        lists the errors raised for a batch the model cannot run.
 
-        `logit_positions` ((B,) integer tensor) unembeds only one position per sequence, and the
-        logits then have shape (B, vocab_size). Callers that read one answer per sequence, such as
-        the pruner, skip most of the unembedding and bigram-table work this way.
+        `logit_positions` ((B,) int64 or int32 tensor) unembeds only one position per sequence,
+        and the logits then have shape (B, vocab_size). Callers that read one answer per sequence,
+        such as the pruner, skip most of the unembedding and bigram-table work this way.
         """
-        self.check_input(idx)
+        self.check_input(idx, targets)
         if logit_positions is not None:
             self._check_logit_positions(idx, logit_positions, targets)
         T = idx.size(1)
@@ -368,7 +432,7 @@ class GPT(nn.Module):
             loss = torch.zeros(1, device=idx.device)
         else:
             loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+                logits.view(-1, logits.size(-1)), targets.reshape(-1).long(), ignore_index=-1
             )
         return logits, loss, hidden_states
 

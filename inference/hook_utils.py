@@ -17,15 +17,23 @@ nothing. `"attn"` matches nothing either, because no hook name or prefix is `att
 
 Interventions map a full hook name to `fn(tensor) -> tensor`. The returned tensor replaces the
 activation for the rest of the forward pass, and it is what gets recorded. It must be a tensor of
-the input's shape: anything else raises at that hook, naming it. An intervention name that matches
-no hook raises `KeyError` when the block exits.
+the input's shape, dtype and device: anything else raises at that hook, naming it. An intervention
+name that matches no hook raises `KeyError` when the block exits.
 
 Both name checks raise only when the block exits without an exception and a forward pass ran inside
 it, because the hook names are known only once the model has called its hooks. When the block
 raises, a filter that matched no hook becomes a note on that exception instead.
 
 State lives in a `contextvars.ContextVar`, so each thread (and asyncio task) records only its own
-activations; nested recorders are rejected.
+activations, and nested recorders are rejected. This is by design, and it has two consequences:
+
+- A forward pass in a thread started inside a `hook_recorder` block records nothing and gets no
+  interventions, because `threading.Thread` (and so a `ThreadPoolExecutor` worker) starts with an
+  empty context. That holds on Python 3.11 to 3.13, and on later versions unless
+  `sys.flags.thread_inherit_context` is set. An asyncio task or an `asyncio.to_thread` call copies
+  the context, so one started inside the block does record into it.
+- Records are keyed by hook name, so a second forward pass in the same block overwrites the
+  records of the first. Copy what you need between passes, or use one block per pass.
 """
 
 from __future__ import annotations
@@ -85,6 +93,9 @@ def hook_recorder(
 
     Raises `ValueError` on exit for a filter that matched no hook and `KeyError` for an intervention
     name that matched no hook, both only after a forward pass ran in the block (see the module doc).
+
+    The records are those of the block's last forward pass, because each pass replaces the entries.
+    A forward pass in a thread started inside the block is not recorded (see the module doc).
     """
     if _state.get() is not None:
         raise RuntimeError("hook_recorder blocks cannot be nested; record everything in one block")
@@ -185,7 +196,10 @@ def hook_save(name: str, tensor: torch.Tensor) -> torch.Tensor:
 def _run_intervention(
     intervention: Intervention, tensor: torch.Tensor, full_name: str
 ) -> torch.Tensor:
-    """Apply `intervention` at hook `full_name` and check that it returned a same-shape tensor."""
+    """Apply `intervention` at hook `full_name` and check that it returned a tensor like its input.
+
+    Only shape, dtype and device are compared, so the check costs the same for any activation size.
+    """
     try:
         result = intervention(tensor)
     except Exception as err:
@@ -200,6 +214,16 @@ def _run_intervention(
         raise ValueError(
             f"the intervention on hook {full_name!r} returned a tensor of shape "
             f"{tuple(result.shape)}, expected the activation's shape {tuple(tensor.shape)}"
+        )
+    if result.dtype != tensor.dtype:
+        raise TypeError(
+            f"the intervention on hook {full_name!r} returned a {result.dtype} tensor, expected "
+            f"the activation's dtype {tensor.dtype}; convert the result with .to(x.dtype)"
+        )
+    if result.device != tensor.device:
+        raise ValueError(
+            f"the intervention on hook {full_name!r} returned a tensor on {result.device}, "
+            f"expected the activation's device {tensor.device}; move the result with .to(x.device)"
         )
     return result
 

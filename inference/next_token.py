@@ -8,11 +8,13 @@ task's two target tokens) is not applied here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import reprlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from inference.attention import as_integer
 from inference.circuit import Circuit, apply_circuit
 
 
@@ -40,24 +42,26 @@ def top_next_tokens(
 
     Then one entry for each token id in `also`, in that order, whether or not it is in the top
     (e.g. a task's two answer tokens). With `circuit`, every node outside it is mean-ablated with
-    `means` (location -> (width,)). Raises ValueError for a position outside the sequence, a
-    circuit without means, or an `also` id outside the vocabulary.
+    `means` (location -> (width,)). Raises TypeError for an `idx` that is not a tensor or a
+    `position`, `count` or `also` id that is not an integer, and ValueError for a position outside
+    the sequence, a circuit without means, or an `also` id outside the vocabulary.
     """
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(
+            f"idx must be a torch.Tensor of token ids, shape (1, pos); got {type(idx).__name__}"
+        )
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"idx must hold one sequence, shape (1, pos); got {tuple(idx.shape)}")
     length = idx.size(1)
+    position = as_integer(position, "position")
     if not 0 <= position < length:
         raise ValueError(
             f"position {position} is out of range: the sequence has positions 0 to {length - 1}"
         )
+    count = as_integer(count, "count")
     if count < 1:
         raise ValueError(f"count must be at least 1; got {count}")
-    vocab_size = model.config.vocab_size
-    for token_id in also:
-        if not 0 <= token_id < vocab_size:
-            raise ValueError(
-                f"token id {token_id} in `also` is outside the vocabulary 0..{vocab_size - 1}"
-            )
+    also_ids = _also_ids(also, model.config.vocab_size)
 
     if circuit is None:
         logits = model(idx)[0]
@@ -69,8 +73,23 @@ def top_next_tokens(
     row = logits[0, position].float()  # (vocab_size,)
     probabilities = torch.softmax(row, dim=-1)
     top = torch.topk(probabilities, min(count, row.numel()))
-    ids = [int(token_id) for token_id in top.indices] + [int(token_id) for token_id in also]
+    ids = [int(token_id) for token_id in top.indices] + also_ids
     return [
         TokenPrediction(token_id, float(probabilities[token_id]), float(row[token_id]))
         for token_id in ids
     ]
+
+
+def _also_ids(also: Sequence[int], vocab_size: int) -> list[int]:
+    """Return the token ids of `also` as ints, checked against the vocabulary."""
+    if isinstance(also, str | bytes) or not isinstance(also, Iterable):
+        raise TypeError(
+            f"`also` must be a list of token ids; got {type(also).__name__} {reprlib.repr(also)}"
+        )
+    ids = [as_integer(token_id, "each token id in `also`") for token_id in also]
+    for token_id in ids:
+        if not 0 <= token_id < vocab_size:
+            raise ValueError(
+                f"token id {token_id} in `also` is outside the vocabulary 0..{vocab_size - 1}"
+            )
+    return ids

@@ -149,12 +149,35 @@ def test_record_head_rejects_bad_head(layer, head, message):
         record_head(tiny_model(), tokens(), layer, head)
 
 
+@pytest.mark.parametrize(
+    ("layer", "head", "message"),
+    [
+        (True, 0, "layer must be an integer; got the bool True"),
+        (1.5, 0, r"layer must be an integer; got 1\.5 \(float\)"),
+        (1.0, 0, r"layer must be an integer; got 1\.0 \(float\)"),
+        ("0", 0, r"layer must be an integer; got '0' \(str\)"),
+        (0, 2.5, r"head must be an integer; got 2\.5 \(float\)"),
+        (0, False, "head must be an integer; got the bool False"),
+    ],
+)
+def test_record_head_rejects_non_integer(layer, head, message):
+    with pytest.raises(TypeError, match=message):
+        record_head(tiny_model(), tokens(), layer, head)
+
+
+def test_record_head_rejects_list_idx():
+    with pytest.raises(TypeError, match="idx must be a torch.Tensor of token ids, .* got list"):
+        record_head(tiny_model(), [[1, 2, 3]], 0, 0)
+
+
 def test_channel_out_of_range_rejected():
     head = record_head(tiny_model(), tokens(), 0, 0)
     with pytest.raises(ValueError, match="channel 8 is out of range"):
         channel_score_contributions(head.q, head.k, D_HEAD)
     with pytest.raises(ValueError, match="channel -1 is out of range"):
         weighted_value_contributions(head.probs, head.v, -1)
+    with pytest.raises(TypeError, match="channel must be an integer; got 1.5"):
+        channel_score_contributions(head.q, head.k, 1.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,3 +248,33 @@ def test_empty_circuit_top_tokens_differ():
 def test_top_tokens_reject_bad_input(position, kwargs, message):
     with pytest.raises(ValueError, match=message):
         top_next_tokens(tiny_model(), tokens(), position, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("position", "kwargs", "message"),
+    [
+        (2.5, {}, r"position must be an integer; got 2\.5 \(float\)"),
+        (True, {}, "position must be an integer; got the bool True"),
+        (None, {}, "position must be an integer; got None"),
+        (0, {"count": 2.5}, r"count must be an integer; got 2\.5"),
+        (0, {"also": [3.7]}, r"each token id in `also` must be an integer; got 3\.7"),
+        (0, {"also": [True]}, "each token id in `also` must be an integer; got the bool True"),
+        (0, {"also": "ab"}, "`also` must be a list of token ids; got str 'ab'"),
+        (0, {"also": 3}, "`also` must be a list of token ids; got int 3"),
+    ],
+)
+def test_top_tokens_reject_non_integers(position, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        top_next_tokens(tiny_model(), tokens(), position, **kwargs)
+
+
+def test_top_tokens_reject_list_idx():
+    with pytest.raises(TypeError, match="idx must be a torch.Tensor of token ids, .* got list"):
+        top_next_tokens(tiny_model(), [[1, 2, 3]], 0)
+
+
+def test_top_tokens_accept_integer_tensors():
+    model = tiny_model()
+    idx = tokens()
+    expected = top_next_tokens(model, idx, 4, also=[7, 9])
+    assert top_next_tokens(model, idx, torch.tensor(4), also=torch.tensor([7, 9])) == expected

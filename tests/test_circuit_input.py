@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from inference.circuit import apply_circuit, mean_activations, node_locations
+from inference.circuit import apply_circuit, location_width, mean_activations, node_locations
 from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
 from inference.interventions import mean_ablate
@@ -91,6 +91,17 @@ def test_two_dimensional_channels_rejected(model_and_means):
             pass
 
 
+@pytest.mark.parametrize(
+    ("kept", "type_name"), [("12", "str"), ({1, 2}, "set"), ({"ids": [1]}, "dict")]
+)
+def test_text_or_unordered_channels_rejected(model_and_means, kept, type_name):
+    model, means = model_and_means
+    message = rf"circuit\['0\.attn\.q'\] is a {type_name} .*; pass a list or LongTensor"
+    with pytest.raises(TypeError, match=message):
+        with apply_circuit(model, {"0.attn.q": kept}, means):
+            pass
+
+
 def test_integer_floats_and_lists_accepted(model_and_means):
     model, means = model_and_means
     idx = tokens()
@@ -107,6 +118,38 @@ def test_unknown_location_names_location(model_and_means):
         with apply_circuit(model, {"0.atn.q": torch.tensor([0])}, means):
             pass
     assert "attn.q" in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "\u00b2.attn.q",  # superscript two: str.isdigit is true, int() fails
+        "\u0661.attn.q",  # Arabic-Indic digit one: int() reads it as 1
+        "-1.attn.q",
+        "+1.attn.q",
+        " 1.attn.q",
+        "2.attn.q",
+        "1.attn",
+        "",
+    ],
+)
+def test_location_width_rejects_non_locations(model_and_means, location):
+    model, _ = model_and_means
+    with pytest.raises(KeyError, match="is not a node location of this model"):
+        location_width(model.config, location)
+
+
+def test_location_width_rejects_non_string(model_and_means):
+    model, _ = model_and_means
+    with pytest.raises(TypeError, match="node location must be a string .*; got NoneType"):
+        location_width(model.config, None)
+
+
+def test_location_width_of_each_kind(model_and_means):
+    model, _ = model_and_means
+    assert location_width(model.config, "1.attn.q") == 16
+    assert location_width(model.config, "0.mlp.post_act") == 64
+    assert location_width(model.config, "1.mlp.resid_delta") == 16
 
 
 # Checks on the means, made on entry to apply_circuit.

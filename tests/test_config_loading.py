@@ -98,8 +98,26 @@ def test_non_string_afrac_loctypes_rejected_by_gptconfig():
 
 @pytest.mark.parametrize("value", [0, -4])
 def test_d_pos_emb_below_one_rejected(value):
-    with pytest.raises(ValueError, match=f"^d_pos_emb={value} must be a positive integer or None$"):
+    message = f"^config: d_pos_emb={value} must be a positive integer or None$"
+    with pytest.raises(ValueError, match=message):
         config_from_dict({**BASE, "d_pos_emb": value})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_head": -4}, "n_head=-4 must be a positive integer"),
+        ({"d_model": 9}, "d_model=9 is not divisible by n_head=2; set d_head explicitly"),
+        ({"dropout": 1.5}, r"dropout=1.5 is invalid; use a value in \[0, 1\)"),
+        ({"activation_type": "tanh"}, "activation_type='tanh' is invalid"),
+        ({"n_mlp": 16, "d_mlp": 32}, "config has both n_mlp=16 and d_mlp=32; keep only d_mlp"),
+    ],
+)
+def test_gptconfig_error_names_source(overrides, message):
+    with pytest.raises(ValueError, match=f"^x.json: {message}") as excinfo:
+        config_from_dict({**BASE, **overrides}, source="x.json")
+    assert isinstance(excinfo.value.__cause__, ValueError)
+    assert not str(excinfo.value.__cause__).startswith("x.json")
 
 
 def test_d_pos_emb_null_means_added_positions():
@@ -236,10 +254,84 @@ def test_empty_sequence_rejected():
         model(torch.zeros(1, 0, dtype=torch.long))
 
 
-def test_float_token_ids_rejected():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int16, torch.int8, torch.bool])
+def test_token_id_dtype_rejected(dtype):
     model = GPT(config_from_dict(BASE))
-    with pytest.raises(ValueError, match="integer token ids"):
-        model(torch.zeros(1, 4))
+    with pytest.raises(TypeError, match=rf"got dtype {dtype}; convert it with idx\.long\(\)"):
+        model(torch.zeros(1, 4, dtype=dtype))
+
+
+def test_int32_token_ids_match_int64():
+    model = GPT(config_from_dict(BASE)).eval()
+    idx = torch.tensor([[3, 1, 4, 1]])
+    with torch.no_grad():
+        logits64, loss64, _ = model(idx, targets=idx)
+        logits32, loss32, _ = model(idx.int(), targets=idx.int())
+    assert torch.equal(logits32, logits64)
+    assert torch.equal(loss32, loss64)
+
+
+@pytest.mark.parametrize("idx", [[[1, 2]], (1, 2), None])
+def test_non_tensor_idx_rejected(idx):
+    model = GPT(config_from_dict(BASE))
+    with pytest.raises(
+        TypeError, match=f"idx must be a torch.Tensor of token ids .* got {type(idx).__name__}"
+    ):
+        model(idx)
+
+
+# Targets: checked like idx, with -1 marking a position without a loss.
+
+
+def test_targets_wrong_shape_rejected():
+    model = GPT(config_from_dict(BASE))
+    idx = torch.zeros(2, 4, dtype=torch.long)
+    with pytest.raises(
+        ValueError, match=r"targets has shape \(2, 3\) on cpu, but idx has shape \(2, 4\)"
+    ):
+        model(idx, targets=torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_targets_on_other_device_rejected():
+    model = GPT(config_from_dict(BASE))
+    idx = torch.zeros(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="on meta, but idx has shape"):
+        model(idx, targets=torch.zeros(2, 4, dtype=torch.long, device="meta"))
+
+
+@pytest.mark.parametrize(
+    "targets", [torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.int16), [[1, 2, 3, 4]]]
+)
+def test_targets_wrong_type_rejected(targets):
+    model = GPT(config_from_dict(BASE))
+    with pytest.raises(TypeError, match="targets must be"):
+        model(torch.zeros(1, 4, dtype=torch.long), targets=targets)
+
+
+@pytest.mark.parametrize("bad", [16, 99999, -2, -5])
+def test_target_outside_vocab_rejected(bad):
+    model = GPT(config_from_dict(BASE))
+    targets = torch.tensor([[1, bad, -1, 2]])
+    with pytest.raises(ValueError, match=rf"target id {bad} is invalid; .* \[0, 16\) or -1"):
+        model(torch.zeros(1, 4, dtype=torch.long), targets=targets)
+
+
+@pytest.mark.parametrize("shape", [(2, 4), (0, 4)])
+def test_targets_without_any_target_rejected(shape):
+    model = GPT(config_from_dict(BASE))
+    with pytest.raises(ValueError, match="no position with a target"):
+        model(torch.zeros(shape, dtype=torch.long), targets=torch.full(shape, -1))
+
+
+def test_ignored_targets_leave_mean_over_the_rest():
+    model = GPT(config_from_dict(BASE)).eval()
+    idx = torch.tensor([[3, 1, 4, 1]])
+    targets = torch.tensor([[-1, 5, -1, 9]])
+    with torch.no_grad():
+        logits, loss, _ = model(idx, targets=targets)
+    log_probs = torch.log_softmax(logits[0], dim=-1)
+    expected = -(log_probs[1, 5] + log_probs[3, 9]) / 2
+    torch.testing.assert_close(loss, expected)
 
 
 def _first_tensor_byte(checkpoint) -> int:

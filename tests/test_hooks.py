@@ -116,6 +116,21 @@ def test_intervention_wrong_shape_names_hook():
     assert "expected the activation's shape (2, 8, 16)" in message
 
 
+def test_intervention_wrong_dtype_names_hook():
+    model = tiny_model()
+    with pytest.raises(TypeError, match=r"hook '0\.attn\.q' returned a torch.float64 tensor"):
+        with torch.no_grad(), hook_recorder(interventions={"0.attn.q": lambda x: x.double()}):
+            model(tokens())
+
+
+def test_intervention_wrong_device_names_hook():
+    model = tiny_model()
+    to_meta = {"1.mlp.post_act": lambda x: torch.empty_like(x, device="meta")}
+    with pytest.raises(ValueError, match=r"hook '1\.mlp\.post_act' returned a tensor on meta"):
+        with torch.no_grad(), hook_recorder(interventions=to_meta):
+            model(tokens())
+
+
 def test_replace_wrong_width_names_shapes_and_hook():
     model = tiny_model()
     with pytest.raises(ValueError, match=r"shape \(5,\) does not broadcast") as excinfo:
@@ -149,6 +164,76 @@ def test_intervention_error_noted_with_hook():
 def test_zero_ablate_non_integer_channels_rejected(channels):
     with pytest.raises(TypeError, match="channel ids must be integers"):
         zero_ablate(channels)
+
+
+@pytest.mark.parametrize(
+    ("channels", "type_name"),
+    [
+        ("3", "str"),
+        ({1, 2}, "set"),
+        ({0: 1}, "dict"),
+        (b"3", "bytes"),
+        (frozenset([1]), "frozenset"),
+    ],
+)
+def test_zero_ablate_unordered_or_text_channels_rejected(channels, type_name):
+    with pytest.raises(TypeError, match=f"channels is a {type_name} .*; pass a list or LongTensor"):
+        zero_ablate(channels)
+
+
+def test_zero_ablate_unconvertible_channels_rejected():
+    with pytest.raises(TypeError, match=r"channels \['a'\] \(list\) cannot be read as channel ids"):
+        zero_ablate(["a"])
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: replace({"a": 1.0}), "replacement value must be .*; got dict"),
+        (lambda: replace("1.0"), "replacement value must be .*; got str"),
+        (lambda: replace({1.0, 2.0}), "replacement value must be .*; got set"),
+        (lambda: replace(None), "replacement value must be .*; got NoneType"),
+        (lambda: replace(True), "replacement value must be .*; got bool"),
+        (lambda: replace(["a", "b"]), "cannot be converted to a tensor"),
+        (lambda: replace([True, False]), "must hold real numbers"),
+        (lambda: mean_ablate({"0.attn.q": 1.0}), "means must be .*; got dict"),
+        (lambda: patch([[0.0]]), "patch source must be a tensor, .*; got list"),
+        (lambda: patch(2.0), "patch source must be a tensor, .*; got float"),
+    ],
+)
+def test_intervention_value_type_rejected_when_built(build, message):
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1.5, torch.full((16,), 1.5)),
+        (2, torch.full((16,), 2.0)),
+        ([float(i) for i in range(16)], torch.arange(16.0)),
+        (tuple(range(16)), torch.arange(16.0)),
+    ],
+)
+def test_replace_accepts_numbers_and_lists(value, expected):
+    model = tiny_model()
+    with torch.no_grad(), hook_recorder("0.attn.q", {"0.attn.q": replace(value, [3, 4])}) as rec:
+        model(tokens())
+    q = rec["0.attn.q"]
+    assert torch.equal(q[..., 3], expected[3].expand(q.shape[:-1]))
+    assert torch.equal(q[..., 4], expected[4].expand(q.shape[:-1]))
+    assert q[..., 0].abs().sum() > 0
+
+
+def test_mean_ablate_accepts_list_of_means():
+    model = tiny_model()
+    means = [float(i) for i in range(16)]
+    with (
+        torch.no_grad(),
+        hook_recorder("0.attn.resid_delta", {"0.attn.resid_delta": mean_ablate(means, [7])}) as rec,
+    ):
+        model(tokens())
+    assert torch.all(rec["0.attn.resid_delta"][..., 7] == 7.0)
 
 
 def test_zero_ablate_empty_channels_changes_nothing():
@@ -294,6 +379,32 @@ def test_threads_record_only_their_own():
     assert results["a"].shape[0] == 2
     assert results["b"].shape[0] == 3
     assert torch.equal(results["a"], ref_a["final_resid"])
+
+
+def test_thread_started_in_block_records_nothing():
+    model = tiny_model()
+    idx = tokens()
+    with torch.no_grad(), hook_recorder(interventions={"0.attn.q": zero_ablate()}) as rec:
+        outputs = []
+        worker = threading.Thread(target=lambda: outputs.append(model(idx)[0]))
+        worker.start()
+        worker.join()
+    with torch.no_grad():
+        clean = model(idx)[0]
+    assert rec == {}
+    assert torch.equal(outputs[0], clean)  # the intervention did not run in the thread either
+
+
+def test_second_forward_overwrites_records():
+    model = tiny_model()
+    first, second = tokens(batch=2, T=8), tokens(batch=1, T=3, seed=2)
+    with torch.no_grad(), hook_recorder("final_resid") as rec:
+        model(first)
+        model(second)
+    with torch.no_grad(), hook_recorder("final_resid") as only_second:
+        model(second)
+    assert rec["final_resid"].shape == (1, 3, 16)
+    assert torch.equal(rec["final_resid"], only_second["final_resid"])
 
 
 def test_all_nodes_circuit_reproduces_clean_logits():
