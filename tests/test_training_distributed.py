@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -286,3 +287,49 @@ def test_two_ranks_resume_checkpoint(tmp_path, encoding, one_process_run):
     records = read_progress(tmp_path / "store")
     assert [r["step"] for r in records] == [20]
     assert_same_record(records[0], read_progress(one_process_run / "store")[-1])
+
+
+@pytest.mark.slow
+def test_signal_to_one_rank_stops_both(tmp_path):
+    # Only rank 1 gets SIGTERM, as when one machine's scheduler stops its share of a job. Both
+    # ranks must stop after the same step, and rank 0 must write that step's checkpoint.
+    overrides = tiny_overrides(tmp_path, "train.num_threads=1", "train.max_steps=100000")
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    progress = tmp_path / "store/train_curves/tiny/progress.json"
+    processes = []
+    with loopback_store() as port:
+        for rank in range(2):
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, *train_args(overrides)],
+                    cwd=REPO,
+                    env=rank_environment(rank, 2, port),
+                    stdout=subprocess.DEVNULL,
+                    stderr=(log_dir / f"rank{rank}.err").open("w"),
+                )
+            )
+        deadline = time.monotonic() + RANK_TIMEOUT_S
+        while not (progress.is_file() and progress.read_text().endswith("\n")):
+            assert time.monotonic() < deadline, "no training record before the deadline"
+            assert all(process.poll() is None for process in processes), "a rank exited early"
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGTERM)
+        try:
+            # Each rank exits with an error here, so wait_for_ranks would kill the other one.
+            for process in processes:
+                process.wait(timeout=RANK_TIMEOUT_S)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+
+    logs = [(log_dir / f"rank{rank}.err").read_text() for rank in range(2)]
+    steps = [re.search(r"stopped: interrupted at step (\d+)", log) for log in logs]
+    assert all(steps), logs
+    assert steps[0].group(1) == steps[1].group(1)
+    assert [process.returncode for process in processes] == [1, 1]
+    saved = torch.load(tmp_path / "checkpoints/tiny/ckpt.pt", weights_only=True)
+    assert saved["step"] == int(steps[0].group(1))
+    assert 10 <= saved["step"] < 100000
+    assert "rank 1 got SIGTERM" in logs[1]

@@ -2,6 +2,7 @@
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -162,21 +163,23 @@ def test_resume_rejects_other_seed(tmp_path, encoding):
         )
 
 
-def test_ctrl_c_writes_checkpoint_then_resumes(tmp_path, encoding, monkeypatch):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_stop_signal_writes_checkpoint_then_resumes(tmp_path, encoding, monkeypatch, stop_signal):
     run = tiny_run(tmp_path)
     step = trainer.train_step
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def step_then_interrupt(state, *args):
         result = step(state, *args)
         if state.step == 7:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(stop_signal)
         return result
 
     monkeypatch.setattr(trainer, "train_step", step_then_interrupt)
     with pytest.raises(trainer.TrainingInterrupted, match="interrupted at step 7"):
         trainer.train(run, encoding)
     assert torch.load(tmp_path / "checkpoints/tiny/ckpt.pt", weights_only=True)["step"] == 7
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
 
     monkeypatch.setattr(trainer, "train_step", step)
     resumed = trainer.train(run, encoding, resume=True)
@@ -227,3 +230,40 @@ def test_empty_validation_split_names_split(tmp_path, encoding):
     run = tiny_run(tmp_path, f'train.extra_dirs=["{corpus}"]')
     with pytest.raises(ValueError, match="the validation split has 0 tokens"):
         trainer.load_tokens(run, encoding)
+
+
+def test_repeated_signal_within_grace_is_one_stop(tmp_path, encoding, monkeypatch):
+    # A launcher that passes the terminal's Ctrl-C on delivers it twice within milliseconds.
+    step = trainer.train_step
+
+    def step_then_two_signals(state, *args):
+        result = step(state, *args)
+        if state.step == 3:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_two_signals)
+    with pytest.raises(trainer.TrainingInterrupted, match="interrupted at step 3"):
+        trainer.train(tiny_run(tmp_path), encoding)
+    assert torch.load(tmp_path / "checkpoints/tiny/ckpt.pt", weights_only=True)["step"] == 3
+
+
+def test_second_ctrl_c_after_grace_aborts(tmp_path, encoding, monkeypatch):
+    step = trainer.train_step
+    monkeypatch.setattr(trainer, "REPEAT_GRACE_S", 0.05)
+
+    def step_then_two_signals(state, *args):
+        result = step(state, *args)
+        if state.step == 3:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.1)
+            signal.raise_signal(signal.SIGINT)  # raises KeyboardInterrupt here, mid-step
+        return result
+
+    monkeypatch.setattr(trainer, "train_step", step_then_two_signals)
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        trainer.train(tiny_run(tmp_path), encoding)
+    assert not isinstance(excinfo.value, trainer.TrainingInterrupted)
+    assert not (tmp_path / "checkpoints/tiny/ckpt.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run after a complete step; its checkpoint was written first."""
+    """Ctrl-C or SIGTERM stopped a run after a complete step; its checkpoint was written first."""
 
 
 @dataclasses.dataclass
@@ -372,8 +372,9 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
         disable=not (train.progress_bar and state.context.is_main),
     )
     state.model.train()
+    stop = False
     with _stop_on_interrupt(state.context) as interrupted:
-        while not is_finished(state, run) and not interrupted.is_set():
+        while not is_finished(state, run) and not stop:
             started = time.perf_counter()
             last = train_step(state, run, train_tokens, sparse)
             state.elapsed_s += time.perf_counter() - started
@@ -393,10 +394,13 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
                     _log_progress(record, state)
             if state.step % train.checkpoint_interval == 0 or done:
                 save_state(state, run, folder)
+            # Every rank takes part, so all stop after the same step even if one got the signal.
+            stop = bool(state.context.any_rank(torch.tensor([interrupted.is_set()])))
     bar.close()
-    if interrupted.is_set() and not is_finished(state, run):
+    if stop and not is_finished(state, run):
         if state.step % train.checkpoint_interval != 0:  # else the loop has just written it
             save_state(state, run, folder)
+        state.context.barrier()  # the other ranks wait until rank 0 has written it
         raise TrainingInterrupted(
             f"interrupted at step {state.step}; checkpoint written to {folder}, "
             "continue with --resume"
@@ -410,29 +414,57 @@ def _run_steps(state, run, train_tokens, eval_batches, sparse, progress, folder)
         )
 
 
+# Signals that stop a run after its current step. torchrun's agent passes the SIGINT or SIGTERM
+# it gets on to every rank, then kills the ranks after 30 s (torch 2.13). Batch schedulers such as
+# Slurm send SIGTERM before they kill a job.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A repeat within this many seconds of the first signal counts as the same stop. A launcher that
+# forwards a signal the ranks also got from the terminal delivers it twice within milliseconds.
+REPEAT_GRACE_S = 1.0
+
+
 @contextmanager
 def _stop_on_interrupt(context: DistributedContext) -> Iterator[threading.Event]:
-    """Turn the first Ctrl-C into a request to stop after the current step; a second one aborts.
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step.
 
-    NOTE: only a single process on the main thread handles Ctrl-C this way. Under torchrun the
-    ranks could see the signal at different steps, so they keep Python's default (no checkpoint).
+    A signal more than REPEAT_GRACE_S after the first aborts at once: Ctrl-C raises
+    KeyboardInterrupt and SIGTERM ends the process. The training loop shares the request among
+    ranks, so every rank stops after the same step.
+    NOTE: signal handlers can only be set on the main thread, so a run on another thread keeps
+    the defaults and writes no checkpoint when stopped.
     """
     requested = threading.Event()
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    if context.world_size > 1 or not on_main_thread:
+    if threading.current_thread() is not threading.main_thread():
         yield requested
         return
+    first_signal_at: list[float] = []
 
-    def request_stop(signum, frame) -> None:
-        requested.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        logger.warning("Ctrl-C: stopping after this step to write a checkpoint (again to abort)")
+    def on_signal(signum, frame) -> None:
+        now = time.monotonic()
+        if not requested.is_set():
+            requested.set()
+            first_signal_at.append(now)
+            logger.warning(
+                "rank %d got %s: stopping after this step to write a checkpoint (signal again to abort)",
+                context.rank,
+                signal.Signals(signum).name,
+            )
+            return
+        if now - first_signal_at[0] < REPEAT_GRACE_S:
+            return
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, previous[stop_signal])
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
 
-    previous = signal.signal(signal.SIGINT, request_stop)
+    previous = {stop_signal: signal.signal(stop_signal, on_signal) for stop_signal in STOP_SIGNALS}
     try:
         yield requested
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
 
 
 def _log_progress(record: dict[str, Any], state: TrainState) -> None:
