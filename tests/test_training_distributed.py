@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from training_corpus import extra_dirs_value
 
 from registry.tokenizer import get_encoding
 from training import data, trainer
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
-    corpus_dirs = json.dumps([str(REPO / "inference"), str(REPO / "registry")])
+    corpus_dirs = extra_dirs_value()
     return [
         f'train.out_dir="{root / "store"}"',
         f'train.checkpoint_dir="{root / "checkpoints"}"',

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from training_corpus import extra_dirs_value
 
 from inference.gpt import load_model
 from registry.store import Store
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_run(tmp_path: Path, *overrides: str):
-    corpus_dirs = json.dumps([str(REPO / "inference"), str(REPO / "registry")])
+    corpus_dirs = extra_dirs_value()
     return load_run_config(
         "tiny",
         [
@@ -198,7 +199,7 @@ def test_stop_signal_writes_checkpoint_then_resumes(tmp_path, encoding, monkeypa
 
 
 def test_cli_run_writes_complete_store(tmp_path):
-    corpus_dirs = json.dumps([str(REPO / "inference"), str(REPO / "registry")])
+    corpus_dirs = extra_dirs_value()
     main(
         [
             "train",
