@@ -296,12 +296,6 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def get_num_params(self, non_embedding: bool = True) -> int:
-        n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n_params -= self.transformer.wpe.weight.numel()
-        return n_params
-
     def check_input(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> None:
         """Raise for a batch the model cannot run, naming the value and the fix.
 
@@ -370,10 +364,13 @@ class GPT(nn.Module):
                 f"logit_positions must be a ({B},) integer tensor, one position per sequence; "
                 f"got shape {tuple(positions.shape)}"
             )
-        if B and (int(positions.min()) < 0 or int(positions.max()) >= T):
+        if not B:
+            return
+        low, high = torch.stack(positions.aminmax()).tolist()  # one transfer from the device
+        if low < 0 or high >= T:
             raise ValueError(
                 f"logit_positions must lie in [0, {T}), the sequence length; "
-                f"got values from {int(positions.min())} to {int(positions.max())}"
+                f"got values from {low} to {high}"
             )
 
     def forward(

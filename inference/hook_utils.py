@@ -60,6 +60,8 @@ class _RecorderState:
     save_grads: bool
     records: dict[str, torch.Tensor] = field(default_factory=dict)
     names_seen: set[str] = field(default_factory=set)
+    # Whether the filter matches each hook name, computed once per name.
+    matches: dict[str, bool] = field(default_factory=dict)
     # Whether any hook name matched the filter, and whether any matched activation required grad.
     filter_matched: bool = False
     grad_recorded: bool = False
@@ -110,7 +112,8 @@ def hook_recorder(
         yield state.records
     except Exception as err:
         # The exit checks below would hide this error, so their findings become notes on it.
-        for problem in _filter_and_grad_problems(state):
+        # The forward pass may have stopped early, so they only cover the hooks it reached.
+        for problem in _filter_and_grad_problems(state, stopped_early=True):
             err.add_note(problem.args[0])
         raise
     finally:
@@ -127,19 +130,25 @@ def hook_recorder(
         )
     problems = _filter_and_grad_problems(state)
     if problems:
-        raise problems[0]
+        raise problems[0]  # at most one: the grad check needs a filter that matched
 
 
-def _filter_and_grad_problems(state: _RecorderState) -> list[Exception]:
-    """Return the errors for a filter that matched no hook and for save_grads that cannot work."""
+def _filter_and_grad_problems(
+    state: _RecorderState, stopped_early: bool = False
+) -> list[Exception]:
+    """Return the errors for a filter that matched no hook and for save_grads that cannot work.
+
+    With `stopped_early`, the messages say that they cover only the hooks called before an error.
+    """
     if not state.names_seen:
         return []
+    called = "called before this error" if stopped_early else "the model called"
     problems: list[Exception] = []
     if not state.filter_matched and state.regex not in (None, RECORD_NOTHING):
         problems.append(
             ValueError(
                 f"hook name filter {state.regex!r} matched none of the {len(state.names_seen)} "
-                f"hooks the model called; valid names are {_hook_name_summary(state.names_seen)}. "
+                f"hooks {called}: {_hook_name_summary(state.names_seen)}. "
                 "The filter must fully match a hook name or one of its dotted prefixes, "
                 "e.g. '0.attn.q', '0.attn' or '0'; pass regex=None to record nothing."
             )
@@ -184,7 +193,10 @@ def hook_save(name: str, tensor: torch.Tensor) -> torch.Tensor:
     if intervention is not None:
         tensor = _run_intervention(intervention, tensor, full_name)
 
-    if name_matches(state.pattern, full_name):
+    matched = state.matches.get(full_name)
+    if matched is None:
+        matched = state.matches[full_name] = name_matches(state.pattern, full_name)
+    if matched:
         state.filter_matched = True
         state.records[full_name] = tensor
         if state.save_grads and tensor.requires_grad:
@@ -237,9 +249,3 @@ def _record_grad(tensor: torch.Tensor, records: dict, grad_name: str) -> torch.T
     tensor = tensor.view_as(tensor)
     tensor.register_hook(store)
     return tensor
-
-
-def active_interventions() -> bool:
-    """Whether a recorder with interventions is active in this context (fast paths must step aside)."""
-    state = _state.get()
-    return state is not None and bool(state.interventions)

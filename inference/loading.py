@@ -2,8 +2,9 @@
 
 `load_model` accepts a local folder, an http(s) URL of a model folder in a store (files are fetched
 through the registry's on-disk cache), or the name of a model in the configured store. Checkpoints are
-read with `torch.load(weights_only=True, mmap=True)` on the CPU, so no pickle code runs and tensors
-are paged in only when used. A checkpoint must be a flat dict of str names to tensors; the key prefixes
+read with `torch.load(weights_only=True, mmap=True)` on the CPU, so no pickle code runs.
+`load_model` first reads the whole checkpoint once to check its CRC-32 values, and `load_tensor`
+skips that check, so it reads only the pages of its tensor. A checkpoint must be a flat dict of str names to tensors; the key prefixes
 that DDP (`module.`) and torch.compile (`_orig_mod.`) add are removed. State-dict loading is strict:
 every missing or unexpected key is reported at once; only `final_logits_bias` may be absent (it then
 stays zero).
@@ -249,7 +250,7 @@ def load_model(
     dense path. The checkpoint's CRC-32 values are checked first (one read of the file), so a
     damaged byte raises CheckpointError instead of loading wrong weights.
     """
-    if sparse not in (True, False, "auto"):
+    if not (isinstance(sparse, bool) or sparse == "auto"):  # 1 == True, so compare types
         raise ValueError(f"sparse={sparse!r} is invalid; use True, False or 'auto'")
     from registry.cache import CorruptFileError
 

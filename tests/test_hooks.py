@@ -84,6 +84,21 @@ def test_filter_typo_notes_error_in_block():
     assert any("'0.atn.q' matched none" in note for note in notes)
 
 
+def test_note_after_early_stop_names_reached_hooks():
+    # The intervention at layer 0 raises before layer 1 runs, so "1.mlp" is not a typo.
+    def boom(x):
+        raise RuntimeError("boom")
+
+    model = tiny_model()
+    with pytest.raises(RuntimeError, match="boom") as excinfo:
+        with torch.no_grad(), hook_recorder("1.mlp", {"0.attn.q": boom}):
+            model(tokens())
+    notes = [note for note in excinfo.value.__notes__ if "matched none" in note]
+    assert len(notes) == 1
+    assert "hooks called before this error" in notes[0]
+    assert "the model called" not in notes[0]
+
+
 def test_filter_unchecked_without_forward():
     with hook_recorder("0.atn.q") as rec:
         pass

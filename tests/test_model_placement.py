@@ -121,3 +121,10 @@ def test_auto_sparse_picks_large_sparse_layers(tmp_path):
     idx = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(auto(idx)[0], dense(idx)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sparse", [1, 0, 1.0, "yes", None])
+def test_sparse_flag_must_be_bool_or_auto(model_dir, sparse):
+    # 1 == True in Python, so a check by equality alone let sparse=1 take the "auto" path.
+    with pytest.raises(ValueError, match=f"sparse={sparse!r} is invalid"):
+        load_model(model_dir, sparse=sparse)
