@@ -18,12 +18,12 @@ reads, are NaN so that plots can leave them blank.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from inference.checks import check_index, check_single_sequence
 from inference.hook_utils import hook_recorder
 
 
@@ -38,9 +38,9 @@ class HeadActivations:
     sink_logit: float | None
 
 
-def causal_mask(length: int) -> torch.Tensor:
+def causal_mask(length: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Return the (pos, pos) boolean mask of the entries causal attention reads (key <= query)."""
-    return torch.ones(length, length, dtype=torch.bool).tril()
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
 
 
 def attention_probs(
@@ -53,10 +53,10 @@ def attention_probs(
     """
     length, d_head = q.shape
     scores = (q @ k.T) / math.sqrt(d_head)  # (pos, pos)
-    mask = causal_mask(length)
+    mask = causal_mask(length, q.device)
     scores = scores.masked_fill(~mask, float("-inf"))
     if sink_logit is not None:
-        sink = torch.full((length, 1), float(sink_logit), dtype=scores.dtype)
+        sink = torch.full((length, 1), float(sink_logit), dtype=scores.dtype, device=q.device)
         probs = F.softmax(torch.cat([sink, scores], dim=-1), dim=-1)[:, 1:]  # drop the sink column
     else:
         probs = F.softmax(scores, dim=-1)
@@ -72,7 +72,7 @@ def channel_score_contributions(q: torch.Tensor, k: torch.Tensor, channel: int) 
     length, d_head = q.shape
     channel = _check_channel(channel, d_head)
     contributions = torch.outer(q[:, channel], k[:, channel]) / math.sqrt(d_head)  # (pos, pos)
-    return contributions.masked_fill(~causal_mask(length), float("nan"))
+    return contributions.masked_fill(~causal_mask(length, q.device), float("nan"))
 
 
 def weighted_value_contributions(
@@ -92,31 +92,8 @@ def head_output(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(probs) @ v
 
 
-def as_integer(value: object, name: str) -> int:
-    """Return `value` as an int (via `__index__`), raising TypeError naming `name` otherwise.
-
-    Rejects bools, which Python counts as ints, and floats such as 2.5 or 2.0.
-    """
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer; got the bool {value}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an integer; got {value!r} ({type(value).__name__})"
-        ) from None
-
-
-def _check_index(value: object, name: str, count: int, owner: str) -> int:
-    """Return `value` as an int in [0, count), raising TypeError or ValueError naming `name`."""
-    index = as_integer(value, name)
-    if not 0 <= index < count:
-        raise ValueError(f"{name} {index} is out of range: {owner} has {name}s 0 to {count - 1}")
-    return index
-
-
 def _check_channel(channel: int, d_head: int) -> int:
-    return _check_index(channel, "channel", d_head, "a head")
+    return check_index(channel, "channel", d_head, "a head")
 
 
 @torch.no_grad()
@@ -127,17 +104,13 @@ def record_head(
 
     q, k and v are the recorded hook activations (after AbsTopK, as the model uses them).
     Raises TypeError when `layer` or `head` is not an integer (a bool or float included) or `idx`
-    is not a tensor, and ValueError naming the layer or head when the model has no such one.
+    is not a tensor, ValueError when `idx` is not (1, pos), and `OutOfRangeError` (an IndexError
+    and a ValueError) naming the layer or head when the model has no such one.
     """
     config = model.config
-    layer = _check_index(layer, "layer", config.n_layer, "the model")
-    head = _check_index(head, "head", config.n_head, "the model")
-    if not isinstance(idx, torch.Tensor):
-        raise TypeError(
-            f"idx must be a torch.Tensor of token ids, shape (1, pos); got {type(idx).__name__}"
-        )
-    if idx.dim() != 2 or idx.size(0) != 1:
-        raise ValueError(f"idx must hold one sequence, shape (1, pos); got {tuple(idx.shape)}")
+    layer = check_index(layer, "layer", config.n_layer, "the model")
+    head = check_index(head, "head", config.n_head, "the model")
+    check_single_sequence(idx)
 
     with hook_recorder(regex=rf"{layer}\.attn\.(q|k|v)") as records:
         model(idx)

@@ -3,9 +3,9 @@
 A node is one channel at one node location. Node locations, per layer `<i>`, are the hooks the pruning
 method of Gao et al. (2025) puts masks on: `<i>.attn.act_in`, `<i>.attn.q`, `<i>.attn.k`,
 `<i>.attn.v`, `<i>.attn.resid_delta`, `<i>.mlp.act_in`, `<i>.mlp.post_act`, `<i>.mlp.resid_delta`.
-A circuit maps node locations to 1-D LongTensors of kept channel ids, like the `circuit_data` of a
-viz_data file. A location it does not name has no kept nodes. `apply_circuit` is the one place
-where a circuit is run: the pruner, its verifier and the web app all call it.
+A circuit maps node locations to 1-D LongTensors (or lists) of kept channel ids, like the
+`circuit_data` of a viz_data file. A location it does not name has no kept nodes. `apply_circuit`
+is the one place where a circuit is run: the pruner, its verifier and the web app all call it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from contextlib import contextmanager
 
 import torch
 
+from inference.checks import channel_ids, check_channel_range
 from inference.config import GPTConfig
 from inference.hook_utils import Intervention, hook_recorder
-from inference.interventions import channel_id_tensor
 
 BLOCK_NODE_LOCATIONS = (
     "attn.act_in",
@@ -75,9 +75,9 @@ def num_total_nodes(config: GPTConfig) -> int:
 def circuit_masks(config: GPTConfig, circuit: Circuit) -> dict[str, torch.Tensor]:
     """Boolean keep-masks for every node location (all False where the circuit names nothing).
 
-    Raises `KeyError` for a location the model does not have, `TypeError` or `ValueError` for
-    channel ids that are not integers and `IndexError` for ids outside 0..width-1, each naming the
-    location.
+    Each error names the location. Raises `KeyError` for a location the model does not have,
+    `TypeError` for channel ids that are not integers and `ValueError` for ids with more than one
+    dimension. Ids outside 0..width-1 raise `OutOfRangeError`, an IndexError and a ValueError.
     """
     locations = node_locations(config)
     unknown = sorted(set(circuit) - set(locations))
@@ -97,48 +97,32 @@ def circuit_masks(config: GPTConfig, circuit: Circuit) -> dict[str, torch.Tensor
     return masks
 
 
-def _kept_channel_ids(location: str, channel_ids, width: int) -> torch.Tensor:
-    """Return the kept `channel_ids` at `location` as a 1-D LongTensor, checked against `width`.
+def _kept_channel_ids(location: str, kept: object, width: int) -> torch.Tensor:
+    """Return the kept channel ids at `location` as a 1-D LongTensor, checked against `width`.
 
-    Integer-valued floats such as 3.0 are accepted. Negative ids are rejected instead of counting
-    from the end, and non-integer ids instead of being truncated. A string, set or mapping raises
-    TypeError.
+    Negative ids are rejected instead of counting from the end. See `inference.checks.channel_ids`
+    for the types accepted.
     """
-    ids = channel_id_tensor(channel_ids, f"circuit[{location!r}]")
-    if ids.dim() > 1:
-        raise ValueError(
-            f"circuit[{location!r}] has shape {tuple(ids.shape)}; pass a 1-D tensor of kept "
-            "channel ids"
-        )
-    ids = ids.reshape(-1)
-    if ids.numel() == 0:
-        return ids.long()
-    if ids.dtype == torch.bool or ids.is_complex():
-        raise TypeError(
-            f"circuit[{location!r}] is a {ids.dtype} tensor; pass integer channel ids "
-            "(for a boolean mask, mask.nonzero().flatten())"
-        )
-    if ids.is_floating_point():
-        non_integer = ids[ids != ids.round()]  # NaN is never equal to itself, so it lands here
-        if non_integer.numel():
-            raise ValueError(
-                f"circuit[{location!r}] has non-integer channel ids {non_integer[:10].tolist()}; "
-                "pass integer channel ids"
-            )
-    out_of_range = ids[(ids < 0) | (ids >= width)]
-    if out_of_range.numel():
-        raise IndexError(
-            f"circuit[{location!r}] has channel ids {out_of_range[:10].tolist()} outside the "
-            f"valid range 0..{width - 1} (the location has {width} channels)"
-        )
-    return ids.long()
+    name = f"circuit[{location!r}]"
+    ids = channel_ids(kept, name)
+    check_channel_range(ids, width, name, "the location")
+    return ids
 
 
 def keep_or_mean(keep: torch.Tensor, mean: torch.Tensor) -> Intervention:
-    """Keep channels where `keep` is True and set the others to `mean`."""
+    """Keep channels where `keep` is True and set the others to `mean`.
+
+    `keep` and `mean` are copied to the activation's device (and `mean` to its dtype) on the first
+    forward pass that needs them there, and the copies are reused.
+    """
+    copies: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(keep.to(x.device), x, mean.to(device=x.device, dtype=x.dtype))
+        key = (x.device, x.dtype)
+        if key not in copies:
+            copies[key] = (keep.to(x.device), mean.to(device=x.device, dtype=x.dtype))
+        keep_here, mean_here = copies[key]
+        return torch.where(keep_here, x, mean_here)
 
     return fn
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import operator
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from inference.checks import is_integer
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +107,12 @@ class GPTConfig:
     abstopk_locations: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Sizes first, so that n_head=0 gets this message rather than a division by zero.
+        # Types first, so that a string gets a TypeError naming its field rather than a failed
+        # comparison. Then sizes, so that n_head=0 gets this message rather than a division by zero.
+        self._check_number_types()
         for name in SIZE_FIELDS:
             value = getattr(self, name)
-            if value is None and name in OPTIONAL_SIZE_FIELDS:
-                continue
-            if not _is_int(value) or value < 1:
+            if value is not None and value < 1:
                 allowed = " or None" if name in OPTIONAL_SIZE_FIELDS else ""
                 raise ValueError(f"{name}={value!r} must be a positive integer{allowed}")
         if not 0.0 <= self.dropout < 1.0:
@@ -134,6 +137,32 @@ class GPTConfig:
             )
         self.abstopk_locations = self._parse_loctypes()
         self._check_abstopk_k()
+
+    def _check_number_types(self) -> None:
+        """Raise TypeError naming the first number field whose value has the wrong type.
+
+        Sizes must be integers (a bool or a float such as 8.0 is rejected) and are stored as int.
+        dropout and afrac must be an int or a float.
+        """
+        for name in SIZE_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_SIZE_FIELDS:
+                continue
+            if not is_integer(value):
+                allowed = " or None" if name in OPTIONAL_SIZE_FIELDS else ""
+                raise TypeError(
+                    f"{name}={value!r} is a {type(value).__name__}; expected an integer{allowed}"
+                )
+            setattr(self, name, operator.index(value))
+        for name, allowed in (("dropout", ""), ("afrac", " or None")):
+            value = getattr(self, name)
+            if value is None and allowed:
+                continue
+            if not _is_number(value):
+                raise TypeError(
+                    f"{name}={value!r} is a {type(value).__name__}; expected an int or a "
+                    f"float{allowed}"
+                )
 
     def _parse_loctypes(self) -> frozenset[str]:
         if not isinstance(self.afrac_loctypes, str):
@@ -243,9 +272,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> GPTConfi
         raise ValueError(f"{source}: {err}") from err
 
 
-def _is_int(value: Any) -> bool:
-    # bool is a subclass of int, but true is not a size.
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_number(value: Any) -> bool:
+    return is_integer(value) or isinstance(value, float)
 
 
 def _check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -270,7 +298,7 @@ def _check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
                 )
         elif bool in kinds:
             checked[key] = _check_bool(key, value, source)
-        elif int in kinds and not _is_int(value):
+        elif int in kinds and not is_integer(value):
             hint_text = ""
             if isinstance(value, float) and value.is_integer():
                 hint_text = f" (write {int(value)}, not {value})"
@@ -278,7 +306,7 @@ def _check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
                 f"{source}: {key}={value!r} is invalid; expected an integer{hint_text}"
             )
         elif float in kinds:
-            if not (_is_int(value) or isinstance(value, float)):
+            if not _is_number(value):
                 raise ValueError(f"{source}: {key}={value!r} is invalid; expected a number")
             if not math.isfinite(value):
                 raise ValueError(f"{source}: {key}={value!r} is invalid; expected a finite number")
@@ -290,7 +318,7 @@ def _check_types(values: dict[str, Any], source: str) -> dict[str, Any]:
 def _check_bool(key: str, value: Any, source: str) -> bool:
     if isinstance(value, bool):
         return value
-    if _is_int(value) and value in (0, 1):
+    if is_integer(value) and value in (0, 1):
         return bool(value)
     raise ValueError(
         f"{source}: {key}={value!r} is invalid; expected true or false (JSON booleans, or 0 and 1)"

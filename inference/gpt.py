@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inference.checks import OutOfRangeError, check_integer_tensor
 from inference.config import GPTConfig, config_from_dict
 from inference.hook_utils import hook_namespace, hook_save
 
@@ -224,25 +225,6 @@ def sinusoidal_positions(block_size: int, d_pos_emb: int) -> torch.Tensor:
     return enc[:, :d_pos_emb]
 
 
-# The embedding lookup and position indexing accept only these integer dtypes. The loss accepts
-# only int64, so forward converts int32 targets.
-TOKEN_ID_DTYPES = (torch.int64, torch.int32)
-
-
-def _check_integer_tensor(name: str, value: object, contents: str, shape: str) -> None:
-    """Raise TypeError unless `value` is an int64 or int32 tensor of `contents` (for messages)."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of {contents} (a LongTensor of shape {shape}); "
-            f"got {type(value).__name__}; convert it with torch.tensor(..., dtype=torch.long)"
-        )
-    if value.dtype not in TOKEN_ID_DTYPES:
-        raise TypeError(
-            f"{name} must be an int64 or int32 tensor of {contents}; got dtype {value.dtype}; "
-            f"convert it with {name}.long()"
-        )
-
-
 def _min_max(*tensors: torch.Tensor | None) -> list[list[int]]:
     """Return [min, max] of each tensor that is not None, copied to the host together."""
     # Reading a bound of a CUDA tensor waits for the GPU, so all bounds are copied in one transfer.
@@ -303,8 +285,9 @@ class GPT(nn.Module):
         (batch, pos) with 1 <= pos <= block_size, or holds an id outside the vocabulary. For
         `targets`, also ValueError when its shape or device differs from idx's, when an entry is
         neither -1 (no loss at that position) nor a vocabulary id, or when every entry is -1.
+        An id outside its range raises `OutOfRangeError`, a ValueError that is also an IndexError.
         """
-        _check_integer_tensor("idx", idx, "token ids", "(batch, pos)")
+        check_integer_tensor("idx", idx, "token ids", "(batch, pos)")
         if idx.dim() != 2 or idx.size(1) == 0:
             raise ValueError(
                 f"idx must have shape (batch, pos) with pos >= 1; got {tuple(idx.shape)}"
@@ -316,7 +299,7 @@ class GPT(nn.Module):
                 "truncate the input to the last block_size tokens"
             )
         if targets is not None:
-            _check_integer_tensor("targets", targets, "token ids", "(batch, pos)")
+            check_integer_tensor("targets", targets, "token ids", "(batch, pos)")
             if targets.shape != idx.shape or targets.device != idx.device:
                 raise ValueError(
                     f"targets has shape {tuple(targets.shape)} on {targets.device}, but idx has "
@@ -332,7 +315,7 @@ class GPT(nn.Module):
         if bounds:
             low, high = bounds[0]
             if low < 0 or high >= vocab_size:
-                raise ValueError(
+                raise OutOfRangeError(
                     f"token id {low if low < 0 else high} is outside the vocabulary "
                     f"[0, {vocab_size}); encode the text with this model's tokenizer"
                 )
@@ -340,7 +323,7 @@ class GPT(nn.Module):
             return
         low, high = bounds[1] if bounds else (-1, -1)  # an empty batch has no target either
         if low < -1 or high >= vocab_size:
-            raise ValueError(
+            raise OutOfRangeError(
                 f"target id {low if low < -1 else high} is invalid; targets must be token ids "
                 f"in [0, {vocab_size}) or -1 for a position without a loss"
             )
@@ -358,7 +341,7 @@ class GPT(nn.Module):
         if targets is not None:
             raise ValueError("pass either targets or logit_positions, not both")
         B, T = idx.shape
-        _check_integer_tensor("logit_positions", positions, "positions", f"({B},)")
+        check_integer_tensor("logit_positions", positions, "positions", f"({B},)")
         if positions.shape != (B,):
             raise ValueError(
                 f"logit_positions must be a ({B},) integer tensor, one position per sequence; "
@@ -368,7 +351,7 @@ class GPT(nn.Module):
             return
         low, high = torch.stack(positions.aminmax()).tolist()  # one transfer from the device
         if low < 0 or high >= T:
-            raise ValueError(
+            raise OutOfRangeError(
                 f"logit_positions must lie in [0, {T}), the sequence length; "
                 f"got values from {low} to {high}"
             )

@@ -1,10 +1,14 @@
 """Intervention functions for `hook_recorder(interventions=...)`: replace, ablate or patch channels.
 
 Each builder returns `fn(tensor) -> tensor` acting on the last dimension (the channels) of a hook's
-activation. `channels` is a list, tuple or 1-D LongTensor of channel ids, a single id, or None for
-every channel. The functions never modify their input in place, so recorded activations stay intact.
+activation. `channels` is a list, tuple or 1-D tensor of integer channel ids, a single id, or None
+for every channel. Floats (3.0 included), bools and 2-D input are rejected, as
+`inference.checks.channel_ids` describes. The functions never modify their input in place, so
+recorded activations stay intact.
+
 Each builder checks the types of its arguments when called. Shapes are checked against the
-activation at each forward pass.
+activation at each forward pass. The channel ids are checked against the activation's width on
+the first pass with that width, raising `OutOfRangeError` (an IndexError and a ValueError).
 
     with hook_recorder(interventions={"1.attn.v": zero_ablate([3, 7])}):
         logits = model(idx)[0]
@@ -14,65 +18,48 @@ from __future__ import annotations
 
 import numbers
 import reprlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
+from inference.checks import channel_ids, check_channel_range
 from inference.hook_utils import Intervention
 
 Channels = Sequence[int] | torch.Tensor | None
 Value = torch.Tensor | float | Sequence[float]
 
 
-def channel_id_tensor(channel_ids: object, name: str) -> torch.Tensor:
-    """Convert channel ids (a list, tuple, int or tensor) with `torch.as_tensor`.
-
-    Raises TypeError, naming the argument `name`, for a string, set or mapping (a set has no
-    order, and a string such as "12" is not a list of ids) and for anything torch cannot convert.
-    The caller checks the dtype and the range of the ids.
-    """
-    fix = "pass a list or LongTensor of channel ids"
-    if isinstance(channel_ids, str | bytes | set | frozenset | Mapping):
-        raise TypeError(
-            f"{name} is a {type(channel_ids).__name__} {reprlib.repr(channel_ids)}; {fix}"
-        )
-    try:
-        return torch.as_tensor(channel_ids)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
-            f"{name} {reprlib.repr(channel_ids)} ({type(channel_ids).__name__}) cannot be read as "
-            f"channel ids ({err}); {fix}"
-        ) from err
-
-
 def _channel_index(channels: Channels) -> torch.Tensor | None:
-    """Return `channels` as a 1-D LongTensor (None for every channel), raising for non-integers."""
+    """Return `channels` as a 1-D LongTensor on the CPU, or None for every channel."""
     if channels is None:
         return None
-    index = channel_id_tensor(channels, "channels")
-    if index.numel() == 0:
-        return index.long().reshape(-1)  # `torch.as_tensor([])` is float32 but contains no ids
-    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
-        raise TypeError(
-            f"channel ids must be integers, got a {index.dtype} tensor {index.tolist()}; "
-            "pass a list or LongTensor of channel ids "
-            "(for a boolean mask, mask.nonzero().flatten())"
-        )
-    return index.long().reshape(-1)
+    return channel_ids(channels, "channels")
 
 
-def _channel_mask(index: torch.Tensor | None, width: int, device: torch.device) -> torch.Tensor:
-    """Return a boolean (width,) mask that is True at the channel ids `index` (None: everywhere)."""
-    if index is None:
-        return torch.ones(width, dtype=torch.bool, device=device)
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= width):
-        raise IndexError(
-            f"channel ids {index.tolist()} out of range for a hook of width {width}; "
-            f"valid ids are 0..{width - 1}"
-        )
-    mask = torch.zeros(width, dtype=torch.bool, device=device)
-    mask[index.to(device)] = True
-    return mask
+def _channel_masks(index: torch.Tensor | None) -> Callable[[int, torch.device], torch.Tensor]:
+    """Return `mask_for(width, device)`: a boolean (width,) mask, True at the ids `index`.
+
+    Each mask is built, and the ids checked against `width`, on the first forward pass that needs
+    that (width, device) pair. Later passes reuse it, so they copy nothing to the device.
+    Raises `OutOfRangeError` (an IndexError and a ValueError) for an id outside 0..width-1.
+    """
+    masks: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def mask_for(width: int, device: torch.device) -> torch.Tensor:
+        mask = masks.get((width, device))
+        if mask is not None:
+            return mask
+        if index is None:
+            mask = torch.ones(width, dtype=torch.bool, device=device)
+        else:
+            check_channel_range(index, width, "channels", "the hook")
+            mask = torch.zeros(width, dtype=torch.bool)
+            mask[index] = True
+            mask = mask.to(device)
+        masks[(width, device)] = mask
+        return mask
+
+    return mask_for
 
 
 def _value_tensor(value: Value, name: str) -> torch.Tensor:
@@ -100,16 +87,20 @@ def replace(value: Value, channels: Channels = None) -> Intervention:
     """Set `channels` to `value` (broadcast against the activation, e.g. (B, T, C) or (C,)).
 
     `value` is a tensor, a number or a (nested) list of numbers. Numbers and lists are converted
-    with `torch.as_tensor`. The value is cast to the activation's dtype and device at each forward
-    pass.
+    with `torch.as_tensor`. The value is cast to the activation's dtype and device on the first
+    forward pass that needs that pair, and the copy is reused. So changing a tensor `value` in
+    place afterwards reaches only activations of the tensor's own dtype and device.
     """
     value = _value_tensor(value, "replacement value")
-    index = _channel_index(channels)
+    mask_for = _channel_masks(_channel_index(channels))
+    values: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         _check_broadcasts(value, x)
-        mask = _channel_mask(index, x.shape[-1], x.device)
-        return torch.where(mask, value.to(device=x.device, dtype=x.dtype), x)
+        key = (x.device, x.dtype)
+        if key not in values:
+            values[key] = value.to(device=x.device, dtype=x.dtype)
+        return torch.where(mask_for(x.shape[-1], x.device), values[key], x)
 
     return fn
 
@@ -130,10 +121,10 @@ def _check_broadcasts(value: torch.Tensor, x: torch.Tensor) -> None:
 
 def zero_ablate(channels: Channels = None) -> Intervention:
     """Set `channels` to zero."""
-    index = _channel_index(channels)
+    mask_for = _channel_masks(_channel_index(channels))
 
     def fn(x: torch.Tensor) -> torch.Tensor:
-        return x.masked_fill(_channel_mask(index, x.shape[-1], x.device), 0.0)
+        return x.masked_fill(mask_for(x.shape[-1], x.device), 0.0)
 
     return fn
 

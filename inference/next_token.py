@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inference.attention import as_integer
+from inference.checks import OutOfRangeError, as_integer, check_index, check_single_sequence
 from inference.circuit import Circuit, apply_circuit
 
 
@@ -43,21 +43,12 @@ def top_next_tokens(
     Then one entry for each token id in `also`, in that order, whether or not it is in the top
     (e.g. a task's two answer tokens). With `circuit`, every node outside it is mean-ablated with
     `means` (location -> (width,)). Raises TypeError for an `idx` that is not a tensor or a
-    `position`, `count` or `also` id that is not an integer, and ValueError for a position outside
-    the sequence, a circuit without means, or an `also` id outside the vocabulary.
+    `position`, `count` or `also` id that is not an integer, ValueError for an `idx` that is not
+    (1, pos), a count below 1 or a circuit without means, and `OutOfRangeError` (an IndexError and
+    a ValueError) for a position outside the sequence or an `also` id outside the vocabulary.
     """
-    if not isinstance(idx, torch.Tensor):
-        raise TypeError(
-            f"idx must be a torch.Tensor of token ids, shape (1, pos); got {type(idx).__name__}"
-        )
-    if idx.dim() != 2 or idx.size(0) != 1:
-        raise ValueError(f"idx must hold one sequence, shape (1, pos); got {tuple(idx.shape)}")
-    length = idx.size(1)
-    position = as_integer(position, "position")
-    if not 0 <= position < length:
-        raise ValueError(
-            f"position {position} is out of range: the sequence has positions 0 to {length - 1}"
-        )
+    check_single_sequence(idx)
+    position = check_index(position, "position", idx.size(1), "the sequence")
     count = as_integer(count, "count")
     if count < 1:
         raise ValueError(f"count must be at least 1; got {count}")
@@ -89,7 +80,7 @@ def _also_ids(also: Sequence[int], vocab_size: int) -> list[int]:
     ids = [as_integer(token_id, "each token id in `also`") for token_id in also]
     for token_id in ids:
         if not 0 <= token_id < vocab_size:
-            raise ValueError(
+            raise OutOfRangeError(
                 f"token id {token_id} in `also` is outside the vocabulary 0..{vocab_size - 1}"
             )
     return ids

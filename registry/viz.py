@@ -233,9 +233,18 @@ def _check_circuit(circuit: Any, source: str) -> dict[str, torch.Tensor]:
     circuit = _check_dict(circuit, source, "circuit_data")
     checked = {}
     for location, kept in circuit.items():
-        if isinstance(kept, list | tuple):
-            kept = torch.tensor(kept, dtype=torch.long)
-        if not isinstance(kept, torch.Tensor) or kept.dim() != 1 or kept.is_floating_point():
+        if isinstance(kept, list | tuple) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in kept
+        ):
+            kept = torch.tensor(
+                kept, dtype=torch.long
+            )  # a float such as 2.5 stays a list: rejected
+        if (
+            not isinstance(kept, torch.Tensor)
+            or kept.dim() != 1
+            or kept.is_floating_point()
+            or kept.dtype == torch.bool
+        ):
             raise VizDataError(
                 f"{source}: circuit_data[{location!r}] must be a 1-D integer tensor of kept "
                 f"node ids, got {kept!r:.200}."

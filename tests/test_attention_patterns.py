@@ -18,6 +18,7 @@ from inference.attention import (
     record_head,
     weighted_value_contributions,
 )
+from inference.checks import OutOfRangeError
 from inference.circuit import mean_activations
 from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
@@ -144,8 +145,9 @@ def test_attention_probs_without_model():
     ("layer", "head", "message"),
     [(2, 0, "layer 2 is out of range"), (0, 2, "head 2 is out of range")],
 )
-def test_record_head_rejects_bad_head(layer, head, message):
-    with pytest.raises(ValueError, match=message):
+@pytest.mark.parametrize("caught", [OutOfRangeError, IndexError, ValueError])
+def test_record_head_rejects_bad_head(layer, head, message, caught):
+    with pytest.raises(caught, match=message):
         record_head(tiny_model(), tokens(), layer, head)
 
 
@@ -170,11 +172,23 @@ def test_record_head_rejects_list_idx():
         record_head(tiny_model(), [[1, 2, 3]], 0, 0)
 
 
+@pytest.mark.parametrize("sink_logit", [None, 0.5])
+def test_attention_on_input_device(sink_logit):
+    # The meta device replaces CUDA here. A mask or sink made on the CPU cannot mix with either.
+    q = torch.zeros(4, D_HEAD, device="meta")
+    assert attention_probs(q, q, sink_logit).device.type == "meta"
+    assert channel_score_contributions(q, q, 1).device.type == "meta"
+
+
 def test_channel_out_of_range_rejected():
     head = record_head(tiny_model(), tokens(), 0, 0)
-    with pytest.raises(ValueError, match="channel 8 is out of range"):
+    with pytest.raises(
+        OutOfRangeError, match="^channel 8 is out of range: a head has channels 0 to 7$"
+    ):
         channel_score_contributions(head.q, head.k, D_HEAD)
-    with pytest.raises(ValueError, match="channel -1 is out of range"):
+    with pytest.raises(
+        OutOfRangeError, match="^channel -1 is out of range: a head has channels 0 to 7$"
+    ):
         weighted_value_contributions(head.probs, head.v, -1)
     with pytest.raises(TypeError, match="channel must be an integer; got 1.5"):
         channel_score_contributions(head.q, head.k, 1.5)
@@ -214,7 +228,7 @@ def test_top_tokens_also_lists_given_tokens():
     assert [p.token_id for p in predictions[5:]] == [rare, top[0].token_id]
     assert predictions[5].probability == pytest.approx(float(probabilities[rare]))
     assert predictions[5].logit == pytest.approx(float(logits[rare]))
-    with pytest.raises(ValueError, match="token id 99999 in `also` is outside the vocabulary"):
+    with pytest.raises(OutOfRangeError, match="token id 99999 in `also` is outside the vocabulary"):
         top_next_tokens(model, idx, position=4, also=[99999])
 
 
@@ -239,8 +253,8 @@ def test_empty_circuit_top_tokens_differ():
 @pytest.mark.parametrize(
     ("position", "kwargs", "message"),
     [
-        (9, {}, "position 9 is out of range"),
-        (-1, {}, "position -1 is out of range"),
+        (9, {}, "^position 9 is out of range: the sequence has positions 0 to 8$"),
+        (-1, {}, "^position -1 is out of range: the sequence has positions 0 to 8$"),
         (0, {"circuit": {}}, "needs the mean activations"),
         (0, {"count": 0}, "count must be at least 1"),
     ],

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from inference.checks import OutOfRangeError
 from inference.circuit import apply_circuit, location_width, mean_activations, node_locations
 from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
@@ -54,7 +55,7 @@ def mean_ablated_logits(model, idx, interventions):
 @pytest.mark.parametrize("bad_id", [-1, 16, 99])
 def test_out_of_range_channel_names_location(model_and_means, bad_id):
     model, means = model_and_means
-    with pytest.raises(IndexError, match=r"circuit\['0\.attn\.q'\]") as excinfo:
+    with pytest.raises(OutOfRangeError, match=r"circuit\['0\.attn\.q'\]") as excinfo:
         with apply_circuit(model, {"0.attn.q": torch.tensor([0, bad_id])}, means):
             pass
     message = str(excinfo.value)
@@ -62,25 +63,29 @@ def test_out_of_range_channel_names_location(model_and_means, bad_id):
     assert "0..15" in message
 
 
-def test_non_integer_channel_rejected(model_and_means):
+@pytest.mark.parametrize("caught", [IndexError, ValueError])
+def test_out_of_range_channel_caught_as(model_and_means, caught):
     model, means = model_and_means
-    with pytest.raises(ValueError, match=r"circuit\['1\.mlp\.post_act'\].*\[1\.5\]"):
-        with apply_circuit(model, {"1.mlp.post_act": torch.tensor([0.0, 1.5])}, means):
+    with pytest.raises(caught, match=r"outside the valid range 0\.\.15"):
+        with apply_circuit(model, {"0.attn.q": [16]}, means):
             pass
 
 
-def test_nan_channel_rejected(model_and_means):
+@pytest.mark.parametrize(
+    ("kept", "dtype"),
+    [
+        (torch.tensor([0.0, 1.5]), "torch.float32"),
+        (torch.tensor([float("nan")]), "torch.float32"),
+        (torch.tensor([2.0, 5.0]), "torch.float32"),  # integer-valued floats too
+        ([2.0, 5.0], "torch.float32"),
+        (torch.zeros(16, dtype=torch.bool), "torch.bool"),
+    ],
+)
+def test_non_integer_channels_rejected(model_and_means, kept, dtype):
     model, means = model_and_means
-    with pytest.raises(ValueError, match="non-integer channel ids"):
-        with apply_circuit(model, {"0.attn.k": torch.tensor([float("nan")])}, means):
-            pass
-
-
-def test_bool_channels_rejected(model_and_means):
-    model, means = model_and_means
-    mask = torch.zeros(16, dtype=torch.bool)
-    with pytest.raises(TypeError, match=r"circuit\['0\.attn\.v'\] is a torch\.bool tensor"):
-        with apply_circuit(model, {"0.attn.v": mask}, means):
+    message = rf"channel ids must be integers, but circuit\['0\.attn\.v'\] has dtype {dtype}"
+    with pytest.raises(TypeError, match=message):
+        with apply_circuit(model, {"0.attn.v": kept}, means):
             pass
 
 
@@ -92,7 +97,8 @@ def test_two_dimensional_channels_rejected(model_and_means):
 
 
 @pytest.mark.parametrize(
-    ("kept", "type_name"), [("12", "str"), ({1, 2}, "set"), ({"ids": [1]}, "dict")]
+    ("kept", "type_name"),
+    [("12", "str"), (b"12", "bytes"), ({1, 2}, "set"), ({"ids": [1]}, "dict"), (True, "bool")],
 )
 def test_text_or_unordered_channels_rejected(model_and_means, kept, type_name):
     model, means = model_and_means
@@ -102,14 +108,14 @@ def test_text_or_unordered_channels_rejected(model_and_means, kept, type_name):
             pass
 
 
-def test_integer_floats_and_lists_accepted(model_and_means):
+def test_list_tuple_and_tensor_circuits_match(model_and_means):
     model, means = model_and_means
     idx = tokens()
     as_long = circuit_logits(model, idx, {"0.attn.q": torch.tensor([2, 5])}, means)
-    as_float = circuit_logits(model, idx, {"0.attn.q": torch.tensor([2.0, 5.0])}, means)
     as_list = circuit_logits(model, idx, {"0.attn.q": [2, 5]}, means)
-    assert torch.equal(as_long, as_float)
+    as_tuple = circuit_logits(model, idx, {"0.attn.q": (2, 5)}, means)
     assert torch.equal(as_long, as_list)
+    assert torch.equal(as_long, as_tuple)
 
 
 def test_unknown_location_names_location(model_and_means):

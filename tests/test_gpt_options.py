@@ -57,15 +57,6 @@ def test_relu_residual_keeps_stream_nonnegative():
     assert rec["final_resid"].min() >= 0
 
 
-def test_abstopk_at_every_location_keeps_k():
-    model = build(afrac=0.25, afrac_loctypes=",".join(ABSTOPK_LOCATIONS), d_mlp=32)
-    with torch.no_grad(), hook_recorder() as rec:
-        model(torch.randint(0, 32, (2, 8)))
-    assert int((rec["0.attn.q"] != 0).sum(-1).max()) <= 4  # int(0.25 * 16)
-    assert int((rec["0.mlp.post_act"] != 0).sum(-1).max()) <= 8  # int(0.25 * 32)
-    assert int((rec["1.resid_in"] != 0).sum(-1).max()) <= 4  # resid_post_mlp of layer 0
-
-
 # The hook that records each AbsTopK location's output in layer 0.
 ABSTOPK_HOOKS = {
     "attn_in": "0.attn.act_in",
@@ -81,9 +72,12 @@ ABSTOPK_HOOKS = {
 }
 
 
+def test_abstopk_hooks_cover_every_location():
+    assert set(ABSTOPK_HOOKS) == set(ABSTOPK_LOCATIONS)
+
+
 @pytest.mark.parametrize("location", ABSTOPK_LOCATIONS)
 def test_abstopk_acts_at_its_location(location):
-    assert set(ABSTOPK_HOOKS) == set(ABSTOPK_LOCATIONS)
     hook = ABSTOPK_HOOKS[location]
     idx = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
     plain = build(d_mlp=32)

@@ -5,6 +5,8 @@ import threading
 import pytest
 import torch
 
+import inference.interventions as interventions_module
+from inference.checks import OutOfRangeError
 from inference.circuit import apply_circuit, mean_activations, node_locations
 from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
@@ -175,7 +177,9 @@ def test_intervention_error_noted_with_hook():
     assert "raised by the intervention on hook '1.mlp.post_act'" in excinfo.value.__notes__
 
 
-@pytest.mark.parametrize("channels", [[1.5], [True, False], torch.tensor([2.0])])
+@pytest.mark.parametrize(
+    "channels", [[1.5], [3.0], [True, False], [1, True], torch.tensor([2.0]), 2.0]
+)
 def test_zero_ablate_non_integer_channels_rejected(channels):
     with pytest.raises(TypeError, match="channel ids must be integers"):
         zero_ablate(channels)
@@ -189,11 +193,31 @@ def test_zero_ablate_non_integer_channels_rejected(channels):
         ({0: 1}, "dict"),
         (b"3", "bytes"),
         (frozenset([1]), "frozenset"),
+        (True, "bool"),
     ],
 )
 def test_zero_ablate_unordered_or_text_channels_rejected(channels, type_name):
     with pytest.raises(TypeError, match=f"channels is a {type_name} .*; pass a list or LongTensor"):
         zero_ablate(channels)
+
+
+@pytest.mark.parametrize(
+    ("channels", "shape"),
+    [([[0, 1]], r"\(1, 2\)"), (torch.zeros(2, 3, dtype=torch.long), r"\(2, 3\)")],
+)
+def test_zero_ablate_two_dimensional_channels_rejected(channels, shape):
+    with pytest.raises(ValueError, match=rf"^channels has shape {shape}; pass a 1-D list"):
+        zero_ablate(channels)
+
+
+@pytest.mark.parametrize("caught", [IndexError, ValueError])
+def test_out_of_range_channel_caught_as(caught):
+    model = tiny_model()
+    message = r"^channels has channel ids \[16\] outside the valid range 0\.\.15; the hook has 16"
+    with pytest.raises(caught, match=message) as excinfo:
+        with torch.no_grad(), hook_recorder(interventions={"0.attn.q": zero_ablate([3, 16])}):
+            model(tokens())
+    assert isinstance(excinfo.value, OutOfRangeError)
 
 
 def test_zero_ablate_unconvertible_channels_rejected():
@@ -221,6 +245,7 @@ def test_intervention_value_type_rejected_when_built(build, message):
         build()
 
 
+@pytest.mark.parametrize("build", [replace, mean_ablate])
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -230,9 +255,9 @@ def test_intervention_value_type_rejected_when_built(build, message):
         (tuple(range(16)), torch.arange(16.0)),
     ],
 )
-def test_replace_accepts_numbers_and_lists(value, expected):
+def test_replace_and_mean_ablate_accept_numbers_and_lists(build, value, expected):
     model = tiny_model()
-    with torch.no_grad(), hook_recorder("0.attn.q", {"0.attn.q": replace(value, [3, 4])}) as rec:
+    with torch.no_grad(), hook_recorder("0.attn.q", {"0.attn.q": build(value, [3, 4])}) as rec:
         model(tokens())
     q = rec["0.attn.q"]
     assert torch.equal(q[..., 3], expected[3].expand(q.shape[:-1]))
@@ -240,15 +265,32 @@ def test_replace_accepts_numbers_and_lists(value, expected):
     assert q[..., 0].abs().sum() > 0
 
 
-def test_mean_ablate_accepts_list_of_means():
+@pytest.mark.parametrize(
+    ("build", "fill"), [(zero_ablate, 0.0), (lambda ids: replace(0.5, ids), 0.5)]
+)
+def test_intervention_reused_across_passes(monkeypatch, build, fill):
+    checked_widths = []
+    check = interventions_module.check_channel_range
+
+    def counting_check(ids, width, name, owner):
+        checked_widths.append(width)
+        check(ids, width, name, owner)
+
+    monkeypatch.setattr(interventions_module, "check_channel_range", counting_check)
     model = tiny_model()
-    means = [float(i) for i in range(16)]
-    with (
-        torch.no_grad(),
-        hook_recorder("0.attn.resid_delta", {"0.attn.resid_delta": mean_ablate(means, [7])}) as rec,
-    ):
-        model(tokens())
-    assert torch.all(rec["0.attn.resid_delta"][..., 7] == 7.0)
+    fn = build([2, 15])
+    idx = tokens()
+    with torch.no_grad(), hook_recorder("0.attn.q", {"0.attn.q": fn}) as rec:
+        first = model(idx)[0]
+        second = model(idx)[0]  # records of this pass replace those of the first
+    assert torch.equal(first, second)
+    assert torch.all(rec["0.attn.q"][..., [2, 15]] == fill)
+    assert checked_widths == [16]  # checked on the first pass only
+
+    # On an activation of another width (another hook), the ids are checked again.
+    with pytest.raises(OutOfRangeError, match=r"\[15\] outside the valid range 0\.\.7"):
+        fn(torch.zeros(2, 3, 8))
+    assert checked_widths == [16, 8]
 
 
 def test_zero_ablate_empty_channels_changes_nothing():

@@ -136,6 +136,9 @@ def test_missing_importances_key():
             "circuit_data\\['0.attn.q'\\] must be a 1-D integer",
         ),
         ({"circuit_data": {"0.attn.q": torch.tensor([1.0])}}, "1-D integer tensor"),
+        ({"circuit_data": {"0.attn.q": [2.5]}}, "1-D integer tensor"),
+        ({"circuit_data": {"0.attn.q": [True]}}, "1-D integer tensor"),
+        ({"circuit_data": {"0.attn.q": torch.tensor([True])}}, "1-D integer tensor"),
         ({"num_total_nodes": 4.5}, "num_total_nodes must be an integer"),
         ({"all_loss": [(0, 1.0, 2)]}, "is not an \\(iteration, loss\\) pair"),
         ({"prune_config": []}, "prune_config must be a dict"),
@@ -148,6 +151,12 @@ def test_missing_importances_key():
 def test_schema_violations(overrides, message):
     with pytest.raises(VizDataError, match=message):
         parse_viz_dict(make_viz(**overrides), "memory")
+
+
+def test_circuit_as_list_of_ints_accepted():
+    viz = parse_viz_dict(make_viz(circuit_data={"0.attn.q": [4, 1]}), "memory")
+    assert viz.circuit_data["0.attn.q"].tolist() == [4, 1]
+    assert viz.circuit_data["0.attn.q"].dtype == torch.long
 
 
 def test_ablation_means_pass_through():
