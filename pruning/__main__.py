@@ -24,7 +24,12 @@ DEFAULT_SWEEP_KS = (16, 32, 64, 128, 256, 512)
 DEFAULT_EXAMPLE_WINDOWS = 64
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, *, writes_circuits: bool = True) -> None:
+    """Add the options of the commands that train masks.
+
+    `writes_circuits=False` (search) leaves out the options of written circuits (--store,
+    --example-windows, --baseline, --overwrite) and the ones each trial draws (--k-coef, --lr).
+    """
     parser.add_argument(
         "--model-dir",
         required=True,
@@ -37,12 +42,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="task names (see registry.tasks.list_task_names); several share one model load",
     )
-    parser.add_argument(
-        "--store",
-        type=Path,
-        default=None,
-        help="store root to write viz/ under (default: two levels above --model-dir when it is <store>/models/<name>)",
-    )
+    if writes_circuits:
+        parser.add_argument(
+            "--store",
+            type=Path,
+            default=None,
+            help="store root to write viz/ under (default: two levels above --model-dir when it is <store>/models/<name>)",
+        )
 
     # Mask training and k search.
     parser.add_argument(
@@ -54,15 +60,19 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-steps", type=int, default=PruneConfig.n_steps, help="mask training steps"
     )
-    parser.add_argument(
-        "--k-coef",
-        type=finite_float,
-        default=PruneConfig.k_coef,
-        help="loss penalty per open gate (nats per node)",
-    )
-    parser.add_argument(
-        "--lr", type=finite_float, default=PruneConfig.lr, help="AdamW learning rate of the taus"
-    )
+    if writes_circuits:
+        parser.add_argument(
+            "--k-coef",
+            type=finite_float,
+            default=PruneConfig.k_coef,
+            help="loss penalty per open gate (nats per node)",
+        )
+        parser.add_argument(
+            "--lr",
+            type=finite_float,
+            default=PruneConfig.lr,
+            help="AdamW learning rate of the taus",
+        )
     parser.add_argument(
         "--batch-size", type=int, default=PruneConfig.batch_size, help="pairs per training step"
     )
@@ -86,24 +96,27 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         default=128,
         help="tokens per validation window (capped at block_size)",
     )
-    parser.add_argument(
-        "--example-windows",
-        type=int_at_least(0),
-        default=DEFAULT_EXAMPLE_WINDOWS,
-        help="validation windows searched for top/bottom examples (0: none)",
-    )
-
-    parser.add_argument(
-        "--baseline",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also write the gradient-attribution baseline sweep",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a sweep folder that already exists (its files are deleted first)",
-    )
+    if writes_circuits:
+        parser.add_argument(
+            "--example-windows",
+            type=int_at_least(0),
+            default=DEFAULT_EXAMPLE_WINDOWS,
+            help="validation windows searched for top/bottom examples (0: none)",
+        )
+        parser.add_argument(
+            "--baseline",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="also write the gradient-attribution baseline sweep",
+        )
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace a sweep folder that already exists (its files are deleted first)",
+        )
+    else:
+        # Each trial draws its own k_coef and lr; these defaults only fill the PruneConfig.
+        parser.set_defaults(k_coef=PruneConfig.k_coef, lr=PruneConfig.lr)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -146,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "search",
         help="Optuna search for the hyperparameters giving the smallest circuit at the target loss",
     )
-    _add_run_options(search)
+    _add_run_options(search, writes_circuits=False)
     search.add_argument(
         "--n-trials", type=int_at_least(1), default=10, help="trials this process runs"
     )
@@ -248,9 +261,10 @@ def _check_before_loading(args, store_root: Path, ks: list[int]) -> None:
     ]
     existing = [folder for folder in folders if folder.exists()]
     if existing and not args.overwrite:
+        verb, pronoun = ("exists", "it") if len(existing) == 1 else ("exist", "them")
         raise FileExistsError(
-            f"{', '.join(map(str, existing))} already exist; pass --overwrite to replace them, "
-            "or --store to write elsewhere"
+            f"{', '.join(map(str, existing))} already {verb}; pass --overwrite to replace "
+            f"{pronoun}, or --store to write elsewhere"
         )
     for folder in existing:
         shutil.rmtree(folder)
@@ -264,20 +278,6 @@ def _search(args, parser) -> int:
 
     if len(args.task) != 1:
         parser.error("search takes exactly one --task")
-    # Each trial draws its own k_coef and lr, and a search writes no viz data.
-    ignored = {
-        "--store": args.store is not None,
-        "--baseline": args.baseline,
-        "--overwrite": args.overwrite,
-        "--example-windows": args.example_windows != DEFAULT_EXAMPLE_WINDOWS,
-        "--k-coef": args.k_coef != PruneConfig.k_coef,
-        "--lr": args.lr != PruneConfig.lr,
-    }
-    unused_options = [option for option, is_set in ignored.items() if is_set]
-    if unused_options:
-        parser.error(
-            f"search does not use {', '.join(unused_options)}; drop them (see search --help)"
-        )
     try:
         make_storage(args.storage)
     except ValueError as err:

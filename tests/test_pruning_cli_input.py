@@ -51,7 +51,7 @@ def test_existing_sweep_kept_without_overwrite(tmp_path, no_model_load):
     old.parent.mkdir(parents=True)
     old.write_bytes(b"earlier run")
 
-    with pytest.raises(SystemExit, match="already exist; pass --overwrite to replace them"):
+    with pytest.raises(SystemExit, match="already exists; pass --overwrite to replace it,"):
         _sweep(tmp_path, "--task", "single_double_quote")
     assert old.read_bytes() == b"earlier run"
 
@@ -87,11 +87,28 @@ def test_verify_damaged_file_is_one_line(tmp_path, content, message):
     assert text.endswith("or run the sweep again")
 
 
-def test_search_rejects_options_it_ignores(capsys, no_model_load):
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--store", "/tmp/unused"],
+        ["--lr", "0.01"],
+        ["--k-coef", "0.1"],
+        ["--overwrite"],
+        ["--baseline"],
+        ["--example-windows", "4"],
+    ],
+)
+def test_search_rejects_options_it_ignores(capsys, no_model_load, option):
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            ["search", "--model-dir", str(MODEL_DIR), "--task", "single_double_quote"]
-            + ["--store", "/tmp/unused", "--lr", "0.01"]
-        )
+        main(["search", "--model-dir", str(MODEL_DIR), "--task", "single_double_quote", *option])
     assert exit_info.value.code == 2
-    assert "search does not use --store, --lr; drop them" in capsys.readouterr().err
+    assert f"unrecognized arguments: {' '.join(option)}" in capsys.readouterr().err
+
+
+def test_search_help_lists_only_its_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--store", "--lr", "--k-coef", "--overwrite", "--baseline", "--example-windows"):
+        assert option not in text, option
+    assert "--n-trials" in text

@@ -247,7 +247,7 @@ def load_run_config(preset: str, overrides: list[str] = ()) -> RunConfig:
         target, cls = (
             (model_values, GPTConfig) if section == "model" else (train_values, TrainConfig)
         )
-        logger.warning(
+        logger.info(
             "override %s.%s: %r -> %r",
             section,
             key,

@@ -445,9 +445,11 @@ def _stop_on_interrupt(context: DistributedContext) -> Iterator[threading.Event]
             requested.set()
             first_signal_at.append(now)
             logger.warning(
-                "rank %d got %s: stopping after this step to write a checkpoint (signal again to abort)",
+                "rank %d got %s: stopping after this step to write a checkpoint "
+                "(another signal %.0f s or more from now aborts)",
                 context.rank,
                 signal.Signals(signum).name,
+                REPEAT_GRACE_S,
             )
             return
         if now - first_signal_at[0] < REPEAT_GRACE_S:
