@@ -115,7 +115,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, writes_circuits: bool =
             help="replace a sweep folder that already exists (its files are deleted first)",
         )
     else:
-        # Each trial draws its own k_coef and lr; these defaults only fill the PruneConfig.
+        # Each trial draws its own k_coef and lr, so these defaults only fill the PruneConfig.
         parser.set_defaults(k_coef=PruneConfig.k_coef, lr=PruneConfig.lr)
     parser.add_argument(
         "--progress",
