@@ -2,31 +2,12 @@
 
 import pytest
 import torch
+from tiny_gpt import tiny_model, tokens
 
 from inference.checks import OutOfRangeError
 from inference.circuit import apply_circuit, location_width, mean_activations, node_locations
-from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
 from inference.interventions import mean_ablate
-
-
-def tiny_model(seed=0):
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        block_size=16,
-        vocab_size=32,
-        n_layer=2,
-        n_head=2,
-        d_model=16,
-        bias=False,
-        rms_norm=True,
-        tied_unembed=False,
-    )
-    return GPT(config).eval()
-
-
-def tokens(batch=2, T=8, seed=1):
-    return torch.randint(0, 32, (batch, T), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")

@@ -4,33 +4,13 @@ import threading
 
 import pytest
 import torch
+from tiny_gpt import tiny_model, tokens
 
 import inference.interventions as interventions_module
 from inference.checks import OutOfRangeError
 from inference.circuit import apply_circuit, mean_activations, node_locations
-from inference.gpt import GPT, GPTConfig
 from inference.hook_utils import hook_recorder
 from inference.interventions import mean_ablate, patch, replace, zero_ablate
-
-
-def tiny_model(n_layer=2, seed=0, **overrides):
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        block_size=16,
-        vocab_size=32,
-        n_layer=n_layer,
-        n_head=2,
-        d_model=16,
-        bias=False,
-        rms_norm=True,
-        tied_unembed=False,
-        **overrides,
-    )
-    return GPT(config).eval()
-
-
-def tokens(batch=2, T=8, seed=1):
-    return torch.randint(0, 32, (batch, T), generator=torch.Generator().manual_seed(seed))
 
 
 def test_filter_one_hook_records_that_hook_only():
