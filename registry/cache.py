@@ -30,8 +30,8 @@ CACHE_ENV_VAR = "CIRCUIT_SPARSITY_CACHE"
 # for each chunk, not the whole download.
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
-# Store files that hold one JSON value. A download of one that does not parse is not cached.
-# Training curves (progress.json) are JSON Lines whose last line may still be being written.
+# Store files that hold one JSON value. A downloaded copy that does not parse is not cached.
+# Training curves (progress.json) are left out: they are JSON Lines, and a running job may still be writing the last line.
 JSON_DOCUMENTS = ("beeg_config.json", "sweep.json")
 
 # Files smaller than this download without a progress bar.
