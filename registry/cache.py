@@ -31,7 +31,8 @@ CACHE_ENV_VAR = "CIRCUIT_SPARSITY_CACHE"
 DEFAULT_TIMEOUT = (10.0, 60.0)
 
 # Store files that hold one JSON value. A downloaded copy that does not parse is not cached.
-# Training curves (progress.json) are left out: they are JSON Lines, and a running job may still be writing the last line.
+# Training curves (progress.json) are left out: they are JSON Lines, and a running job may
+# still be writing the last line.
 JSON_DOCUMENTS = ("beeg_config.json", "sweep.json")
 
 # Files smaller than this download without a progress bar.
