@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -59,12 +59,15 @@ class _RecorderState:
     interventions: Mapping[str, Intervention]
     save_grads: bool
     records: dict[str, torch.Tensor] = field(default_factory=dict)
-    names_seen: set[str] = field(default_factory=set)
-    # Whether the filter matches each hook name, computed once per name.
+    # Every hook name the model called, mapped to whether the filter matches it (computed once).
     matches: dict[str, bool] = field(default_factory=dict)
-    # Whether any hook name matched the filter, and whether any matched activation required grad.
-    filter_matched: bool = False
+    # Whether any matched activation required grad.
     grad_recorded: bool = False
+
+    @property
+    def filter_matched(self) -> bool:
+        """Whether the filter matched any hook the model called."""
+        return any(self.matches.values())
 
 
 _state: contextvars.ContextVar[_RecorderState | None] = contextvars.ContextVar(
@@ -120,13 +123,13 @@ def hook_recorder(
         _state.reset(token)
 
     # Only reached when the body did not raise.
-    if not state.names_seen:
+    if not state.matches:
         return
-    unused = sorted(set(state.interventions) - state.names_seen)
+    unused = sorted(set(state.interventions) - set(state.matches))
     if unused:
         raise KeyError(
             f"interventions name hooks that do not exist: {unused}; valid names are "
-            f"{_hook_name_summary(state.names_seen)}"
+            f"{_hook_name_summary(state.matches)}"
         )
     problems = _filter_and_grad_problems(state)
     if problems:
@@ -140,15 +143,15 @@ def _filter_and_grad_problems(
 
     With `stopped_early`, the messages say that they cover only the hooks called before an error.
     """
-    if not state.names_seen:
+    if not state.matches:
         return []
     called = "called before this error" if stopped_early else "the model called"
     problems: list[Exception] = []
     if not state.filter_matched and state.regex not in (None, RECORD_NOTHING):
         problems.append(
             ValueError(
-                f"hook name filter {state.regex!r} matched none of the {len(state.names_seen)} "
-                f"hooks {called}: {_hook_name_summary(state.names_seen)}. "
+                f"hook name filter {state.regex!r} matched none of the {len(state.matches)} "
+                f"hooks {called}: {_hook_name_summary(state.matches)}. "
                 "The filter must fully match a hook name or one of its dotted prefixes, "
                 "e.g. '0.attn.q', '0.attn' or '0'; pass regex=None to record nothing."
             )
@@ -164,7 +167,7 @@ def _filter_and_grad_problems(
     return problems
 
 
-def _hook_name_summary(names: set[str]) -> str:
+def _hook_name_summary(names: Iterable[str]) -> str:
     """List hook names with each layer index written as `<i>`, e.g. `<i>.attn.q, final_resid`."""
     generic = {re.sub(r"^\d+\.", "<i>.", name) for name in names}
     return ", ".join(sorted(generic))
@@ -187,17 +190,15 @@ def hook_save(name: str, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
     full_name = _namespace.get() + name
-    state.names_seen.add(full_name)
+    matched = state.matches.get(full_name)
+    if matched is None:
+        matched = state.matches[full_name] = name_matches(state.pattern, full_name)
 
     intervention = state.interventions.get(full_name)
     if intervention is not None:
         tensor = _run_intervention(intervention, tensor, full_name)
 
-    matched = state.matches.get(full_name)
-    if matched is None:
-        matched = state.matches[full_name] = name_matches(state.pattern, full_name)
     if matched:
-        state.filter_matched = True
         state.records[full_name] = tensor
         if state.save_grads and tensor.requires_grad:
             state.grad_recorded = True
