@@ -29,9 +29,9 @@ activations, and nested recorders are rejected. This is by design, and it has tw
 
 - A forward pass in a thread started inside a `hook_recorder` block records nothing and gets no
   interventions, because `threading.Thread` (and so a `ThreadPoolExecutor` worker) starts with an
-  empty context. That holds on Python 3.11 to 3.13, and on later versions unless
-  `sys.flags.thread_inherit_context` is set. An asyncio task or an `asyncio.to_thread` call copies
-  the context, so one started inside the block does record into it.
+  empty context (tested on Python 3.11; newer versions may let threads inherit the context).
+  An asyncio task or an `asyncio.to_thread` call copies the context, so one started inside the
+  block does record into it.
 - Records are keyed by hook name, so a second forward pass in the same block overwrites the
   records of the first. Copy what you need between passes, or use one block per pass.
 """
@@ -141,7 +141,7 @@ def _filter_and_grad_problems(
 ) -> list[Exception]:
     """Return the errors for a filter that matched no hook and for save_grads that cannot work.
 
-    With `stopped_early`, the messages say that they cover only the hooks called before an error.
+    With `stopped_early`, the messages state that they cover only the hooks called before an error.
     """
     if not state.matches:
         return []
