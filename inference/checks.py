@@ -59,8 +59,8 @@ def as_integer(value: object, name: str) -> int:
 def check_index(value: object, name: str, count: int, owner: str) -> int:
     """Return `value` as an int in [0, count).
 
-    Raises TypeError for a non-integer and OutOfRangeError naming `name` and `owner` (such as
-    "the model") otherwise.
+    Raises TypeError for a non-integer, and OutOfRangeError naming `name` and `owner` (such as
+    "the model") for an integer outside the range.
     """
     index = as_integer(value, name)
     if not 0 <= index < count:
